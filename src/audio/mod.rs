@@ -1,0 +1,5 @@
+//! Audio: decoding, resampling, CQT, mel, the synthetic corpus.
+pub mod wav;
+pub mod resample;
+pub mod fft;
+pub mod cqt;

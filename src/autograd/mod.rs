@@ -1,0 +1,1 @@
+//! Autograd tape (to be written)

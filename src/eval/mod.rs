@@ -1,0 +1,3 @@
+//! Evaluation: probing metrics, culture similarity.
+pub mod metrics;
+pub mod similarity;

@@ -1,0 +1,1 @@
+//! Task arithmetic (to be written)

@@ -1,0 +1,5 @@
+//! MERT: config, weights (HF names), forward/backward through the tape.
+pub mod config;
+pub mod torch_bin;
+pub mod weights;
+pub mod mert;

@@ -1,0 +1,2 @@
+//! Training: masking, losses, optimiser, schedules, the loop.
+pub mod masking;
