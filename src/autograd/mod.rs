@@ -1,1 +1,7 @@
-//! Autograd tape (to be written)
+//! The autograd tape of coarse ops (see ARCHITECTURE.md): parameters, the tape, and the tape-level ops.
+// pub mod nn; (enabled once the ops land)
+pub mod params;
+pub mod tape;
+
+pub use params::{Param, ParamId, ParamStore};
+pub use tape::{Gradients, Tape, Var};

@@ -1,4 +1,4 @@
-//! (to be written)
+//! (being written)
 #[derive(clap::Args, Debug)]
 pub struct Args {}
 

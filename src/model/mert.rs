@@ -1,1 +1,1 @@
-//! (to be written)
+//! (being written)

@@ -1,1 +1,726 @@
-//! (to be written)
+//! Reader for PyTorch `pytorch_model.bin` files (the zip format of `torch.save`, torch >= 1.6),
+//! without Python.
+//!
+//! The zip holds `<root>/data.pkl` (a pickle, protocol 2, describing the state dict), one raw
+//! little-endian storage per `<root>/data/<key>`, and `<root>/byteorder` / `<root>/version`
+//! records. Tensors in the pickle are `torch._utils._rebuild_tensor_v2(storage, offset, size,
+//! stride, ...)` calls whose storage argument is a persistent id
+//! `('storage', torch.FloatStorage, key, location, numel)`. A small pickle VM runs exactly the
+//! opcodes such files use; anything else is an error naming the opcode or global.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use half::{bf16, f16};
+
+use crate::tensor::CpuData;
+
+/// Element types a torch storage can hold (those a state dict may contain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TorchDType {
+    F32,
+    F64,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl TorchDType {
+    /// From the storage class name in the pickle (`torch.FloatStorage` etc.).
+    fn from_storage_name(name: &str) -> Option<TorchDType> {
+        Some(match name {
+            "FloatStorage" => TorchDType::F32,
+            "DoubleStorage" => TorchDType::F64,
+            "HalfStorage" => TorchDType::F16,
+            "BFloat16Storage" => TorchDType::BF16,
+            "LongStorage" => TorchDType::I64,
+            "IntStorage" => TorchDType::I32,
+            "ShortStorage" => TorchDType::I16,
+            "CharStorage" => TorchDType::I8,
+            "ByteStorage" => TorchDType::U8,
+            "BoolStorage" => TorchDType::Bool,
+            _ => return None,
+        })
+    }
+
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            TorchDType::F64 | TorchDType::I64 => 8,
+            TorchDType::F32 | TorchDType::I32 => 4,
+            TorchDType::F16 | TorchDType::BF16 | TorchDType::I16 => 2,
+            TorchDType::I8 | TorchDType::U8 | TorchDType::Bool => 1,
+        }
+    }
+}
+
+/// The values of one tensor, contiguous in row-major order, in the file's own dtype.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TorchData {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    I16(Vec<i16>),
+    I8(Vec<i8>),
+    U8(Vec<u8>),
+    Bool(Vec<bool>),
+}
+
+impl TorchData {
+    pub fn dtype(&self) -> TorchDType {
+        match self {
+            TorchData::F32(_) => TorchDType::F32,
+            TorchData::F64(_) => TorchDType::F64,
+            TorchData::F16(_) => TorchDType::F16,
+            TorchData::BF16(_) => TorchDType::BF16,
+            TorchData::I64(_) => TorchDType::I64,
+            TorchData::I32(_) => TorchDType::I32,
+            TorchData::I16(_) => TorchDType::I16,
+            TorchData::I8(_) => TorchDType::I8,
+            TorchData::U8(_) => TorchDType::U8,
+            TorchData::Bool(_) => TorchDType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            TorchData::F32(v) => v.len(),
+            TorchData::F64(v) => v.len(),
+            TorchData::F16(v) => v.len(),
+            TorchData::BF16(v) => v.len(),
+            TorchData::I64(v) => v.len(),
+            TorchData::I32(v) => v.len(),
+            TorchData::I16(v) => v.len(),
+            TorchData::I8(v) => v.len(),
+            TorchData::U8(v) => v.len(),
+            TorchData::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All values as f32 (f64 and large ints round to nearest f32).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            TorchData::F32(v) => v.clone(),
+            TorchData::F64(v) => v.iter().map(|&x| x as f32).collect(),
+            TorchData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            TorchData::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            TorchData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            TorchData::I32(v) => v.iter().map(|&x| x as f32).collect(),
+            TorchData::I16(v) => v.iter().map(|&x| x as f32).collect(),
+            TorchData::I8(v) => v.iter().map(|&x| x as f32).collect(),
+            TorchData::U8(v) => v.iter().map(|&x| x as f32).collect(),
+            TorchData::Bool(v) => v.iter().map(|&x| x as u8 as f32).collect(),
+        }
+    }
+
+    /// Decodes contiguous little-endian element bytes.
+    fn from_le_bytes(dtype: TorchDType, b: &[u8]) -> TorchData {
+        fn each<const N: usize, T>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+            b.chunks_exact(N)
+                .map(|c| f(c.try_into().unwrap()))
+                .collect()
+        }
+        match dtype {
+            TorchDType::F32 => TorchData::F32(each(b, f32::from_le_bytes)),
+            TorchDType::F64 => TorchData::F64(each(b, f64::from_le_bytes)),
+            TorchDType::F16 => TorchData::F16(each(b, f16::from_le_bytes)),
+            TorchDType::BF16 => TorchData::BF16(each(b, bf16::from_le_bytes)),
+            TorchDType::I64 => TorchData::I64(each(b, i64::from_le_bytes)),
+            TorchDType::I32 => TorchData::I32(each(b, i32::from_le_bytes)),
+            TorchDType::I16 => TorchData::I16(each(b, i16::from_le_bytes)),
+            TorchDType::I8 => TorchData::I8(each(b, i8::from_le_bytes)),
+            TorchDType::U8 => TorchData::U8(b.to_vec()),
+            TorchDType::Bool => TorchData::Bool(b.iter().map(|&x| x != 0).collect()),
+        }
+    }
+
+    /// Into the engine's CPU storage: f64 narrows to f32, i8/i16 widen to i32, bool becomes u8.
+    pub fn into_cpu_data(self) -> CpuData {
+        match self {
+            TorchData::F32(v) => CpuData::F32(v),
+            TorchData::F64(v) => CpuData::F32(v.into_iter().map(|x| x as f32).collect()),
+            TorchData::F16(v) => CpuData::F16(v),
+            TorchData::BF16(v) => CpuData::BF16(v),
+            TorchData::I64(v) => CpuData::I64(v),
+            TorchData::I32(v) => CpuData::I32(v),
+            TorchData::I16(v) => CpuData::I32(v.into_iter().map(i32::from).collect()),
+            TorchData::I8(v) => CpuData::I32(v.into_iter().map(i32::from).collect()),
+            TorchData::U8(v) => CpuData::U8(v),
+            TorchData::Bool(v) => CpuData::U8(v.into_iter().map(u8::from).collect()),
+        }
+    }
+}
+
+/// Reads every tensor of a `torch.save`d state dict, in file order, made contiguous.
+pub fn read_torch_state_dict(path: &Path) -> Result<Vec<(String, Vec<usize>, TorchData)>> {
+    read_inner(path).with_context(|| format!("reading PyTorch checkpoint {}", path.display()))
+}
+
+/// Same as [`read_torch_state_dict`], keyed by name in the engine's raw-tensor map.
+pub fn read_as_raw_tensors(path: &Path) -> Result<crate::model::weights::RawTensors> {
+    let mut out = crate::model::weights::RawTensors::new();
+    for (name, shape, data) in read_torch_state_dict(path)? {
+        if out
+            .insert(name.clone(), (shape, data.into_cpu_data()))
+            .is_some()
+        {
+            bail!("{}: tensor {name} appears twice", path.display());
+        }
+    }
+    Ok(out)
+}
+
+fn read_inner(path: &Path) -> Result<Vec<(String, Vec<usize>, TorchData)>> {
+    let file = File::open(path).context("cannot open file")?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| {
+        anyhow!(
+            "not a zip-format torch.save file ({e}); the legacy pre-1.6 format is not supported"
+        )
+    })?;
+    let pkl_name = (0..zip.len())
+        .filter_map(|i| zip.name_for_index(i).map(str::to_string))
+        .find(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1)
+        .context("no <root>/data.pkl record in the archive")?;
+    let root = pkl_name.trim_end_matches("data.pkl").to_string();
+    let big_endian = match read_entry(&mut zip, &format!("{root}byteorder")) {
+        Ok(b) => match b.as_slice() {
+            b"little" => false,
+            b"big" => true,
+            other => bail!(
+                "unknown byteorder record {:?}",
+                String::from_utf8_lossy(other)
+            ),
+        },
+        Err(_) => false, // older writers omit the record; they were little-endian only
+    };
+    let pickle = read_entry(&mut zip, &pkl_name)?;
+    let top = Vm::new(&pickle)
+        .run()
+        .with_context(|| format!("unpickling {pkl_name}"))?;
+    let items = match top {
+        Value::Dict(items) => items,
+        other => bail!("top-level object is {}, not a state dict", other.kind()),
+    };
+
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (k, v) in items {
+        let name = match k {
+            Value::Str(s) => s,
+            other => bail!("state dict key is {}, not a string", other.kind()),
+        };
+        let t = match v {
+            Value::Tensor(t) => t,
+            other => bail!("state dict entry {name} is {}, not a tensor", other.kind()),
+        };
+        if !storages.contains_key(&t.storage.key) {
+            let mut bytes = read_entry(&mut zip, &format!("{root}data/{}", t.storage.key))
+                .with_context(|| format!("storage of tensor {name}"))?;
+            if big_endian {
+                let es = t.storage.dtype.size_in_bytes();
+                bytes.chunks_exact_mut(es).for_each(|c| c.reverse());
+            }
+            storages.insert(t.storage.key.clone(), bytes);
+        }
+        let data =
+            gather(&t, &storages[&t.storage.key]).with_context(|| format!("tensor {name}"))?;
+        out.push((name, t.shape, data));
+    }
+    Ok(out)
+}
+
+fn read_entry<R: Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    name: &str,
+) -> Result<Vec<u8>> {
+    let mut f = zip
+        .by_name(name)
+        .with_context(|| format!("no record {name} in the archive"))?;
+    let mut buf = Vec::with_capacity(f.size() as usize);
+    f.read_to_end(&mut buf)
+        .with_context(|| format!("reading record {name}"))?;
+    Ok(buf)
+}
+
+/// Copies a (possibly strided, offset) view out of its storage into row-major order.
+fn gather(t: &TensorRef, storage: &[u8]) -> Result<TorchData> {
+    let es = t.storage.dtype.size_in_bytes();
+    if storage.len() % es != 0 {
+        bail!(
+            "storage {} has {} bytes, not a multiple of {es}",
+            t.storage.key,
+            storage.len()
+        );
+    }
+    let n_storage = storage.len() / es;
+    if t.shape.len() != t.stride.len() {
+        bail!(
+            "size {:?} and stride {:?} differ in rank",
+            t.shape,
+            t.stride
+        );
+    }
+    let numel: usize = t.shape.iter().product();
+    if numel == 0 {
+        return Ok(TorchData::from_le_bytes(t.storage.dtype, &[]));
+    }
+    let last = t.offset
+        + t.shape
+            .iter()
+            .zip(&t.stride)
+            .map(|(&n, &s)| (n - 1) * s)
+            .sum::<usize>();
+    if last >= n_storage {
+        bail!(
+            "view (offset {}, size {:?}, stride {:?}) reaches element {last} of a {n_storage}-element storage",
+            t.offset,
+            t.shape,
+            t.stride
+        );
+    }
+    let contiguous_stride: Vec<usize> = contiguous_strides(&t.shape);
+    let is_contiguous = t
+        .shape
+        .iter()
+        .zip(&t.stride)
+        .zip(&contiguous_stride)
+        .all(|((&n, &s), &c)| n == 1 || s == c);
+    if is_contiguous {
+        let bytes = &storage[t.offset * es..(t.offset + numel) * es];
+        return Ok(TorchData::from_le_bytes(t.storage.dtype, bytes));
+    }
+    // Odometer over the row-major index, tracking the strided source element.
+    let mut bytes = Vec::with_capacity(numel * es);
+    let mut idx = vec![0usize; t.shape.len()];
+    let mut src = t.offset;
+    for _ in 0..numel {
+        bytes.extend_from_slice(&storage[src * es..(src + 1) * es]);
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            src += t.stride[d];
+            if idx[d] < t.shape[d] {
+                break;
+            }
+            src -= t.stride[d] * t.shape[d];
+            idx[d] = 0;
+        }
+    }
+    Ok(TorchData::from_le_bytes(t.storage.dtype, &bytes))
+}
+
+fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+#[derive(Clone, Debug)]
+struct StorageRef {
+    key: String,
+    dtype: TorchDType,
+}
+
+#[derive(Clone, Debug)]
+struct TensorRef {
+    storage: StorageRef,
+    offset: usize,
+    shape: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+/// Pickle values. Memo lookups copy, which is exact for state dicts: no container is mutated
+/// after a later reference to it is pickled.
+#[derive(Clone, Debug)]
+enum Value {
+    Mark,
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    Global(String, String),
+    Storage(StorageRef),
+    Tensor(TensorRef),
+}
+
+impl Value {
+    fn kind(&self) -> String {
+        match self {
+            Value::Mark => "a mark".into(),
+            Value::None => "None".into(),
+            Value::Bool(_) => "a bool".into(),
+            Value::Int(_) => "an int".into(),
+            Value::Float(_) => "a float".into(),
+            Value::Str(_) => "a string".into(),
+            Value::Tuple(_) => "a tuple".into(),
+            Value::List(_) => "a list".into(),
+            Value::Dict(_) => "a dict".into(),
+            Value::Global(m, n) => format!("the global {m}.{n}"),
+            Value::Storage(_) => "a storage".into(),
+            Value::Tensor(_) => "a tensor".into(),
+        }
+    }
+
+    fn as_usize(&self, what: &str) -> Result<usize> {
+        match self {
+            Value::Int(i) if *i >= 0 => Ok(*i as usize),
+            other => bail!("{what} is {}, expected a non-negative int", other.kind()),
+        }
+    }
+
+    fn as_usize_tuple(&self, what: &str) -> Result<Vec<usize>> {
+        match self {
+            Value::Tuple(v) | Value::List(v) => v.iter().map(|x| x.as_usize(what)).collect(),
+            other => bail!("{what} is {}, expected a tuple of ints", other.kind()),
+        }
+    }
+}
+
+struct Vm<'a> {
+    code: &'a [u8],
+    pos: usize,
+    stack: Vec<Value>,
+    memo: HashMap<u32, Value>,
+}
+
+impl<'a> Vm<'a> {
+    fn new(code: &'a [u8]) -> Self {
+        Vm {
+            code,
+            pos: 0,
+            stack: Vec::new(),
+            memo: HashMap::new(),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.code.len());
+        let end =
+            end.with_context(|| format!("pickle ends inside an argument at byte {}", self.pos))?;
+        let s = &self.code[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+
+    fn line(&mut self) -> Result<String> {
+        let rest = &self.code[self.pos..];
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .context("unterminated GLOBAL argument")?;
+        let s = String::from_utf8(rest[..n].to_vec()).context("GLOBAL argument is not UTF-8")?;
+        self.pos += n + 1;
+        Ok(s)
+    }
+
+    fn string(&mut self, n: usize) -> Result<Value> {
+        let b = self.take(n)?;
+        Ok(Value::Str(
+            String::from_utf8(b.to_vec()).context("string is not UTF-8")?,
+        ))
+    }
+
+    fn pop(&mut self) -> Result<Value> {
+        self.stack.pop().context("pickle stack underflow")
+    }
+
+    /// Pops everything down to the topmost MARK.
+    fn pop_mark(&mut self) -> Result<Vec<Value>> {
+        let m = self
+            .stack
+            .iter()
+            .rposition(|v| matches!(v, Value::Mark))
+            .context("no MARK on the stack")?;
+        let items = self.stack.split_off(m + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+
+    fn top(&mut self) -> Result<&mut Value> {
+        self.stack.last_mut().context("pickle stack underflow")
+    }
+
+    fn run(mut self) -> Result<Value> {
+        loop {
+            let at = self.pos;
+            let op = self.u8()?;
+            self.step(op)
+                .with_context(|| format!("pickle opcode 0x{op:02x} at byte {at}"))?;
+            if op == b'.' {
+                return self.pop();
+            }
+        }
+    }
+
+    fn step(&mut self, op: u8) -> Result<()> {
+        match op {
+            0x80 => {
+                let proto = self.u8()?;
+                if proto > 5 {
+                    bail!("pickle protocol {proto} is not supported");
+                }
+            }
+            0x95 => drop(self.take(8)?), // FRAME: framing is irrelevant to an in-memory reader
+            b'.' => {}
+            b'(' => self.stack.push(Value::Mark),
+            b'}' => self.stack.push(Value::Dict(Vec::new())),
+            b']' => self.stack.push(Value::List(Vec::new())),
+            b')' => self.stack.push(Value::Tuple(Vec::new())),
+            b'N' => self.stack.push(Value::None),
+            0x88 => self.stack.push(Value::Bool(true)),
+            0x89 => self.stack.push(Value::Bool(false)),
+            b'J' => {
+                let v = i32::from_le_bytes(self.take(4)?.try_into().unwrap());
+                self.stack.push(Value::Int(v as i64));
+            }
+            b'K' => {
+                let v = self.u8()?;
+                self.stack.push(Value::Int(v as i64));
+            }
+            b'M' => {
+                let v = u16::from_le_bytes(self.take(2)?.try_into().unwrap());
+                self.stack.push(Value::Int(v as i64));
+            }
+            0x8a => {
+                // LONG1: little-endian two's complement of n bytes.
+                let n = self.u8()? as usize;
+                let b = self.take(n)?;
+                if n > 8 {
+                    bail!("LONG1 of {n} bytes does not fit in 64 bits");
+                }
+                let mut v: i64 = 0;
+                for (i, &x) in b.iter().enumerate() {
+                    v |= (x as i64) << (8 * i);
+                }
+                if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+                    v -= 1i64 << (8 * n);
+                }
+                self.stack.push(Value::Int(v));
+            }
+            b'G' => {
+                let v = f64::from_be_bytes(self.take(8)?.try_into().unwrap());
+                self.stack.push(Value::Float(v));
+            }
+            b'X' => {
+                let n = self.u32()? as usize;
+                let s = self.string(n)?;
+                self.stack.push(s);
+            }
+            0x8c => {
+                let n = self.u8()? as usize;
+                let s = self.string(n)?;
+                self.stack.push(s);
+            }
+            b'T' => {
+                let n = self.u32()? as usize;
+                let s = self.string(n)?;
+                self.stack.push(s);
+            }
+            b'U' => {
+                let n = self.u8()? as usize;
+                let s = self.string(n)?;
+                self.stack.push(s);
+            }
+            b'c' => {
+                let module = self.line()?;
+                let name = self.line()?;
+                self.stack.push(Value::Global(module, name));
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                match (module, name) {
+                    (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(m, n)),
+                    _ => bail!("STACK_GLOBAL needs two strings"),
+                }
+            }
+            b'q' => {
+                let i = self.u8()? as u32;
+                let v = self.top()?.clone();
+                self.memo.insert(i, v);
+            }
+            b'r' => {
+                let i = self.u32()?;
+                let v = self.top()?.clone();
+                self.memo.insert(i, v);
+            }
+            0x94 => {
+                let i = self.memo.len() as u32;
+                let v = self.top()?.clone();
+                self.memo.insert(i, v);
+            }
+            b'h' | b'j' => {
+                let i = if op == b'h' {
+                    self.u8()? as u32
+                } else {
+                    self.u32()?
+                };
+                let v = self
+                    .memo
+                    .get(&i)
+                    .with_context(|| format!("memo entry {i} is missing"))?
+                    .clone();
+                self.stack.push(v);
+            }
+            b't' => {
+                let items = self.pop_mark()?;
+                self.stack.push(Value::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if self.stack.len() < n {
+                    bail!("pickle stack underflow");
+                }
+                let items = self.stack.split_off(self.stack.len() - n);
+                self.stack.push(Value::Tuple(items));
+            }
+            b'a' => {
+                let v = self.pop()?;
+                match self.top()? {
+                    Value::List(l) => l.push(v),
+                    other => bail!("APPEND to {}", other.kind()),
+                }
+            }
+            b'e' => {
+                let items = self.pop_mark()?;
+                match self.top()? {
+                    Value::List(l) => l.extend(items),
+                    other => bail!("APPENDS to {}", other.kind()),
+                }
+            }
+            b's' => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                match self.top()? {
+                    Value::Dict(d) => d.push((k, v)),
+                    other => bail!("SETITEM on {}", other.kind()),
+                }
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                if items.len() % 2 != 0 {
+                    bail!("SETITEMS with an odd number of items");
+                }
+                let mut it = items.into_iter();
+                let pairs: Vec<(Value, Value)> =
+                    std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect();
+                match self.top()? {
+                    Value::Dict(d) => d.extend(pairs),
+                    other => bail!("SETITEMS on {}", other.kind()),
+                }
+            }
+            b'Q' => {
+                let pid = self.pop()?;
+                let v = persistent_load(pid)?;
+                self.stack.push(v);
+            }
+            b'R' => {
+                let args = self.pop()?;
+                let func = self.pop()?;
+                let v = reduce(func, args)?;
+                self.stack.push(v);
+            }
+            b'b' => {
+                // BUILD: the state of an OrderedDict is its attribute dict (`_metadata` of a
+                // state dict), of a tensor its Python attributes; neither holds tensor data.
+                let _state = self.pop()?;
+                match self.top()? {
+                    Value::Dict(_) | Value::Tensor(_) => {}
+                    other => bail!("BUILD on {}", other.kind()),
+                }
+            }
+            _ => bail!("unsupported pickle opcode 0x{op:02x} ({:?})", op as char),
+        }
+        Ok(())
+    }
+}
+
+/// `('storage', torch.<Type>Storage, key, location, numel)` -> a storage reference.
+fn persistent_load(pid: Value) -> Result<Value> {
+    let items = match pid {
+        Value::Tuple(items) => items,
+        other => bail!("persistent id is {}, not a tuple", other.kind()),
+    };
+    match items.as_slice() {
+        [Value::Str(tag), Value::Global(module, class), Value::Str(key), _location, _numel]
+            if tag == "storage" =>
+        {
+            let dtype = (module == "torch")
+                .then(|| TorchDType::from_storage_name(class))
+                .flatten()
+                .with_context(|| format!("unsupported storage type {module}.{class}"))?;
+            Ok(Value::Storage(StorageRef {
+                key: key.clone(),
+                dtype,
+            }))
+        }
+        _ => bail!("unsupported persistent id {items:?}"),
+    }
+}
+
+/// Calls the few globals a state dict uses.
+fn reduce(func: Value, args: Value) -> Result<Value> {
+    let (module, name) = match func {
+        Value::Global(m, n) => (m, n),
+        other => bail!("REDUCE on {}, not a global", other.kind()),
+    };
+    let args = match args {
+        Value::Tuple(a) => a,
+        other => bail!(
+            "arguments of {module}.{name} are {}, not a tuple",
+            other.kind()
+        ),
+    };
+    match (module.as_str(), name.as_str()) {
+        ("collections", "OrderedDict") if args.is_empty() => Ok(Value::Dict(Vec::new())),
+        ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor")
+            if args.len() >= 4 =>
+        {
+            let storage = match &args[0] {
+                Value::Storage(s) => s.clone(),
+                other => bail!("{name}: storage argument is {}", other.kind()),
+            };
+            Ok(Value::Tensor(TensorRef {
+                storage,
+                offset: args[1].as_usize("storage offset")?,
+                shape: args[2].as_usize_tuple("tensor size")?,
+                stride: args[3].as_usize_tuple("tensor stride")?,
+            }))
+        }
+        ("torch._utils", "_rebuild_parameter") if !args.is_empty() => match &args[0] {
+            Value::Tensor(_) => Ok(args[0].clone()),
+            other => bail!("_rebuild_parameter of {}", other.kind()),
+        },
+        _ => bail!(
+            "unsupported global {module}.{name} with {} arguments",
+            args.len()
+        ),
+    }
+}

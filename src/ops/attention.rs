@@ -1,1 +1,190 @@
-//! (to be written)
+//! Multi-head self-attention core (after the q/k/v projections), one (batch, head) per rayon task:
+//! S = scale · Q_h K_hᵀ, masked keys get probability 0, P = softmax(S) row-wise, out_h = P V_h.
+//! Heads are addressed in place as strided column blocks of [B, T, H*D] (no reshuffling copies).
+//! lse[b, h, i] = log Σ_j exp(S_ij) over valid keys is saved, so backward recomputes P = exp(S - lse)
+//! instead of storing the T×T probabilities. A query row with no valid key gets out = 0 and
+//! lse = -inf (and zero gradients).
+
+use super::gemm::{num_threads, sgemm_strided_raw, MatRef};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+/// A raw pointer that rayon tasks may share; each task writes a disjoint strided block.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl AttentionShape {
+    fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    fn len(&self) -> usize {
+        self.batch * self.seq * self.width()
+    }
+    /// Head h of batch item b as a [T, D] strided view of a [B, T, H*D] buffer.
+    fn head<'a>(&self, x: &'a [f32], b: usize, h: usize) -> MatRef<'a> {
+        let off = b * self.seq * self.width() + h * self.head_dim;
+        MatRef { data: &x[off..], row_stride: self.width(), col_stride: 1 }
+    }
+    /// The same head viewed transposed, [D, T].
+    fn head_t<'a>(&self, x: &'a [f32], b: usize, h: usize) -> MatRef<'a> {
+        let m = self.head(x, b, h);
+        MatRef { data: m.data, row_stride: 1, col_stride: self.width() }
+    }
+    fn head_offset(&self, b: usize, h: usize) -> usize {
+        b * self.seq * self.width() + h * self.head_dim
+    }
+}
+
+/// S = scale · Q_h K_hᵀ into `s` [T, T].
+fn scores(s: &mut [f32], q: &[f32], k: &[f32], b: usize, h: usize, sh: &AttentionShape, scale: f32, par: bool) {
+    let t = sh.seq;
+    // SAFETY: `s` holds exactly T*T values, written row-major.
+    unsafe {
+        sgemm_strided_raw(t, t, sh.head_dim, scale, sh.head(q, b, h), sh.head_t(k, b, h), s.as_mut_ptr(), t, 1, false, par);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward(
+    out: &mut [f32],
+    lse: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    key_valid: Option<&[u8]>,
+    s: &AttentionShape,
+    scale: f32,
+) {
+    let (t, hd) = (s.seq, s.head_dim);
+    assert!(q.len() == s.len() && k.len() == s.len() && v.len() == s.len(), "attention_forward: q/k/v length");
+    assert_eq!(out.len(), s.len(), "attention_forward: out length");
+    assert_eq!(lse.len(), s.batch * s.heads * t, "attention_forward: lse length");
+    if let Some(kv) = key_valid {
+        assert_eq!(kv.len(), s.batch * t, "attention_forward: key_valid length");
+    }
+    if t == 0 || hd == 0 {
+        return;
+    }
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    let par = s.batch * s.heads < num_threads();
+    // lse is [B, H, T]: task (b, h) owns the contiguous chunk bh.
+    lse.par_chunks_mut(t).enumerate().for_each(|(bh, lse_h)| {
+        let (b, h) = (bh / s.heads, bh % s.heads);
+        let valid = key_valid.map(|kv| &kv[b * t..(b + 1) * t]);
+        let mut p = vec![0.0f32; t * t];
+        scores(&mut p, q, k, b, h, s, scale, par);
+        for (row, lse_i) in p.chunks_exact_mut(t).zip(lse_h.iter_mut()) {
+            *lse_i = softmax_row(row, valid);
+        }
+        let o = out_ptr;
+        // SAFETY: head (b, h) of `out` is the strided block rows b*T.., columns h*D..(h+1)*D,
+        // disjoint from every other task's block and within `out` (length checked above).
+        unsafe {
+            let dst = o.0.add(s.head_offset(b, h));
+            sgemm_strided_raw(t, hd, t, 1.0, MatRef { data: &p, row_stride: t, col_stride: 1 }, s.head(v, b, h), dst, s.width(), 1, false, par);
+        }
+    });
+}
+
+/// In-place masked softmax of one score row; returns log Σ exp over valid keys (-inf if none).
+fn softmax_row(row: &mut [f32], valid: Option<&[u8]>) -> f32 {
+    let is_valid = |j: usize| valid.is_none_or(|v| v[j] != 0);
+    let mut max = f32::NEG_INFINITY;
+    for (j, &x) in row.iter().enumerate() {
+        if is_valid(j) && x > max {
+            max = x;
+        }
+    }
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return f32::NEG_INFINITY;
+    }
+    let mut sum = 0.0f32;
+    for (j, x) in row.iter_mut().enumerate() {
+        *x = if is_valid(j) { (*x - max).exp() } else { 0.0 };
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+    max + sum.ln()
+}
+
+/// dv += Pᵀ dO; dS = P ∘ (dO Vᵀ - rowsum(dO ∘ O)); dq += scale dS K; dk += scale dSᵀ Q.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    key_valid: Option<&[u8]>,
+    s: &AttentionShape,
+    scale: f32,
+) {
+    let (t, hd, w) = (s.seq, s.head_dim, s.width());
+    for (name, x) in [("dq", &*dq), ("dk", &*dk), ("dv", &*dv), ("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out)] {
+        assert_eq!(x.len(), s.len(), "attention_backward: {name} length");
+    }
+    assert_eq!(lse.len(), s.batch * s.heads * t, "attention_backward: lse length");
+    if let Some(kv) = key_valid {
+        assert_eq!(kv.len(), s.batch * t, "attention_backward: key_valid length");
+    }
+    if t == 0 || hd == 0 {
+        return;
+    }
+    let (dq_ptr, dk_ptr, dv_ptr) = (SharedMut(dq.as_mut_ptr()), SharedMut(dk.as_mut_ptr()), SharedMut(dv.as_mut_ptr()));
+    let par = s.batch * s.heads < num_threads();
+    (0..s.batch * s.heads).into_par_iter().for_each(|bh| {
+        let (b, h) = (bh / s.heads, bh % s.heads);
+        let valid = key_valid.map(|kv| &kv[b * t..(b + 1) * t]);
+        let lse_h = &lse[bh * t..(bh + 1) * t];
+        // P = exp(S - lse), recomputed.
+        let mut p = vec![0.0f32; t * t];
+        scores(&mut p, q, k, b, h, s, scale, par);
+        for (row, &l) in p.chunks_exact_mut(t).zip(lse_h) {
+            for (j, x) in row.iter_mut().enumerate() {
+                let ok = l != f32::NEG_INFINITY && valid.is_none_or(|v| v[j] != 0);
+                *x = if ok { (*x - l).exp() } else { 0.0 };
+            }
+        }
+        // dP = dO_h V_hᵀ
+        let mut ds = vec![0.0f32; t * t];
+        // SAFETY: ds holds T*T values.
+        unsafe {
+            sgemm_strided_raw(t, t, hd, 1.0, s.head(dout, b, h), s.head_t(v, b, h), ds.as_mut_ptr(), t, 1, false, par);
+        }
+        let off = s.head_offset(b, h);
+        for i in 0..t {
+            let row_o = &out[off + i * w..off + i * w + hd];
+            let row_do = &dout[off + i * w..off + i * w + hd];
+            let di: f32 = row_o.iter().zip(row_do).map(|(a, b)| a * b).sum();
+            for (d, &pv) in ds[i * t..(i + 1) * t].iter_mut().zip(&p[i * t..(i + 1) * t]) {
+                *d = pv * (*d - di);
+            }
+        }
+        let p_t = MatRef { data: &p, row_stride: 1, col_stride: t };
+        let ds_m = MatRef { data: &ds, row_stride: t, col_stride: 1 };
+        let ds_t = MatRef { data: &ds, row_stride: 1, col_stride: t };
+        let (dqp, dkp, dvp) = (dq_ptr, dk_ptr, dv_ptr);
+        // SAFETY: each task accumulates into its own head block (rows of batch b, columns h*D..)
+        // of dq/dk/dv, disjoint from all other tasks and within the buffers (lengths checked).
+        unsafe {
+            sgemm_strided_raw(t, hd, t, 1.0, p_t, s.head(dout, b, h), dvp.0.add(off), w, 1, true, par);
+            sgemm_strided_raw(t, hd, t, scale, ds_m, s.head(k, b, h), dqp.0.add(off), w, 1, true, par);
+            sgemm_strided_raw(t, hd, t, scale, ds_t, s.head(q, b, h), dkp.0.add(off), w, 1, true, par);
+        }
+    });
+}

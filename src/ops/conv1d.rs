@@ -1,1 +1,166 @@
-//! (to be written)
+//! nn.Conv1d (zero padding on both sides, stride, groups) as im2col + sgemm per (batch item, group):
+//! col[(c*K + k), t] = x[b, g*Cin_g + c, t*stride + k - padding] (0 outside), then
+//! out[b, g*Cout_g .., :] = W_g [Cout_g, Cin_g*K] · col [Cin_g*K, Lout]. Backward is the transpose:
+//! dW_g += dout_g · colᵀ, dcol = W_gᵀ · dout_g scattered back into dx (col2im).
+
+use super::gemm::{rows_per_task, sgemm};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv1dShape {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub in_len: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+}
+
+impl Conv1dShape {
+    /// (in_len + 2*padding - kernel)/stride + 1
+    pub fn out_len(&self) -> usize {
+        (self.in_len + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+
+    fn check(&self) {
+        assert!(self.groups > 0 && self.stride > 0 && self.kernel > 0, "conv1d: bad shape {self:?}");
+        assert!(self.in_channels % self.groups == 0 && self.out_channels % self.groups == 0);
+        assert!(self.in_len + 2 * self.padding >= self.kernel, "conv1d: input shorter than kernel");
+    }
+}
+
+/// Fills col [cin_g*K, lout] from the group's input channels xg [cin_g, lin].
+fn im2col(col: &mut [f32], xg: &[f32], s: &Conv1dShape, lout: usize) {
+    let (k, lin) = (s.kernel, s.in_len);
+    let per = rows_per_task(col.len() / lout, 8);
+    col.par_chunks_mut(per * lout).enumerate().for_each(|(task, rows)| {
+        for (i, row) in rows.chunks_exact_mut(lout).enumerate() {
+            let r = task * per + i;
+            let (c, kk) = (r / k, r % k);
+            let xc = &xg[c * lin..(c + 1) * lin];
+            for (t, v) in row.iter_mut().enumerate() {
+                // input position t*stride + kk - padding, computed without underflow
+                let p = t * s.stride + kk;
+                *v = if p >= s.padding && p - s.padding < lin { xc[p - s.padding] } else { 0.0 };
+            }
+        }
+    });
+}
+
+/// dxg [cin_g, lin] += scatter of dcol [cin_g*K, lout]; parallel over channels (disjoint in dx).
+fn col2im_add(dxg: &mut [f32], dcol: &[f32], s: &Conv1dShape, lout: usize) {
+    let (k, lin) = (s.kernel, s.in_len);
+    dxg.par_chunks_mut(lin).enumerate().for_each(|(c, dxc)| {
+        for kk in 0..k {
+            let row = &dcol[(c * k + kk) * lout..(c * k + kk + 1) * lout];
+            for (t, &v) in row.iter().enumerate() {
+                let p = t * s.stride + kk;
+                if p >= s.padding && p - s.padding < lin {
+                    dxc[p - s.padding] += v;
+                }
+            }
+        }
+    });
+}
+
+/// x [B, Cin, Lin], weight [Cout, Cin/groups, K], bias [Cout], out [B, Cout, Lout]
+pub fn conv1d_forward(out: &mut [f32], x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &Conv1dShape) {
+    s.check();
+    let (g_n, lout) = (s.groups, s.out_len());
+    let (cin_g, cout_g) = (s.in_channels / g_n, s.out_channels / g_n);
+    let ck = cin_g * s.kernel;
+    assert_eq!(x.len(), s.batch * s.in_channels * s.in_len, "conv1d_forward: x length");
+    assert_eq!(weight.len(), s.out_channels * ck, "conv1d_forward: weight length");
+    assert_eq!(out.len(), s.batch * s.out_channels * lout, "conv1d_forward: out length");
+    // A 1x1 stride-1 unpadded conv needs no unfolding: the input channels are the col matrix.
+    let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
+    let mut col = if direct { Vec::new() } else { vec![0.0f32; ck * lout] };
+    for b in 0..s.batch {
+        for g in 0..g_n {
+            let xg = &x[(b * s.in_channels + g * cin_g) * s.in_len..][..cin_g * s.in_len];
+            let og = &mut out[(b * s.out_channels + g * cout_g) * lout..][..cout_g * lout];
+            let wg = &weight[g * cout_g * ck..(g + 1) * cout_g * ck];
+            if let Some(bias) = bias {
+                assert_eq!(bias.len(), s.out_channels, "conv1d_forward: bias length");
+                for (row, &bv) in og.chunks_exact_mut(lout).zip(&bias[g * cout_g..]) {
+                    row.fill(bv);
+                }
+            }
+            let colm: &[f32] = if direct {
+                xg
+            } else {
+                im2col(&mut col, xg, s, lout);
+                &col
+            };
+            sgemm(cout_g, lout, ck, wg, false, colm, false, og, bias.is_some());
+        }
+    }
+}
+
+pub fn conv1d_backward(
+    dx: Option<&mut [f32]>,
+    dweight: Option<&mut [f32]>,
+    dbias: Option<&mut [f32]>,
+    dout: &[f32],
+    x: &[f32],
+    weight: &[f32],
+    s: &Conv1dShape,
+) {
+    s.check();
+    let (g_n, lout) = (s.groups, s.out_len());
+    let (cin_g, cout_g) = (s.in_channels / g_n, s.out_channels / g_n);
+    let ck = cin_g * s.kernel;
+    assert_eq!(x.len(), s.batch * s.in_channels * s.in_len, "conv1d_backward: x length");
+    assert_eq!(weight.len(), s.out_channels * ck, "conv1d_backward: weight length");
+    assert_eq!(dout.len(), s.batch * s.out_channels * lout, "conv1d_backward: dout length");
+    if let Some(dbias) = dbias {
+        assert_eq!(dbias.len(), s.out_channels, "conv1d_backward: dbias length");
+        for b in 0..s.batch {
+            let db = &dout[b * s.out_channels * lout..(b + 1) * s.out_channels * lout];
+            for (acc, row) in dbias.iter_mut().zip(db.chunks_exact(lout)) {
+                *acc += row.iter().sum::<f32>();
+            }
+        }
+    }
+    let (mut dx, mut dweight) = (dx, dweight);
+    if let Some(dx) = dx.as_deref() {
+        assert_eq!(dx.len(), x.len(), "conv1d_backward: dx length");
+    }
+    if let Some(dw) = dweight.as_deref() {
+        assert_eq!(dw.len(), weight.len(), "conv1d_backward: dweight length");
+    }
+    if dx.is_none() && dweight.is_none() {
+        return;
+    }
+    let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
+    let mut col = vec![0.0f32; ck * lout];
+    for b in 0..s.batch {
+        for g in 0..g_n {
+            let xoff = (b * s.in_channels + g * cin_g) * s.in_len;
+            let dg = &dout[(b * s.out_channels + g * cout_g) * lout..][..cout_g * lout];
+            let wg = &weight[g * cout_g * ck..(g + 1) * cout_g * ck];
+            if let Some(dw) = dweight.as_deref_mut() {
+                let xg = &x[xoff..xoff + cin_g * s.in_len];
+                let colm: &[f32] = if direct {
+                    xg
+                } else {
+                    im2col(&mut col, xg, s, lout);
+                    &col
+                };
+                let dwg = &mut dw[g * cout_g * ck..(g + 1) * cout_g * ck];
+                sgemm(cout_g, ck, lout, dg, false, colm, true, dwg, true);
+            }
+            if let Some(dx) = dx.as_deref_mut() {
+                let dxg = &mut dx[xoff..xoff + cin_g * s.in_len];
+                if direct {
+                    sgemm(ck, lout, cout_g, wg, true, dg, false, dxg, true);
+                } else {
+                    sgemm(ck, lout, cout_g, wg, true, dg, false, &mut col, false);
+                    col2im_add(dxg, &col, s, lout);
+                }
+            }
+        }
+    }
+}
