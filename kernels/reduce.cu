@@ -31,3 +31,14 @@ extern "C" __global__ void __launch_bounds__(NORM_THREADS)
   if (threadIdx.x == 0) out[0] = sqrtf(s);
 }
 EMU_EXPORT(global_norm_finish_f32)
+
+// out[c] (= or +=) sum over rows of x[r, c], rows summed in index order (bias gradients).
+extern "C" __global__ void column_sum_f32(float* __restrict__ out, const float* __restrict__ x, int rows, int cols,
+                                          int accumulate) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  float s = 0.0f;
+  for (int r = 0; r < rows; ++r) s += x[(long long)r * cols + c];
+  out[c] = accumulate ? out[c] + s : s;
+}
+EMU_EXPORT(column_sum_f32)

@@ -23,6 +23,8 @@ enum Command {
     Merge(cli::merge::Args),
     /// Culture similarity between token histograms.
     Similarity(cli::similarity::Args),
+    /// Generate the synthetic multi-cultural corpus (audio + tags).
+    Synth(cli::synth::Args),
 }
 
 fn main() {
@@ -34,6 +36,7 @@ fn main() {
         Command::Cqt(a) => cli::cqt::run(a),
         Command::Merge(a) => cli::merge::run(a),
         Command::Similarity(a) => cli::similarity::run(a),
+        Command::Synth(a) => cli::synth::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

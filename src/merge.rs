@@ -222,6 +222,11 @@ pub fn merge_files(
                         bytes.clear();
                         kind.encode(&acc[..end - start], &mut bytes);
                         w.write_all(&bytes)?;
+                        let range = start * kind.size()..end * kind.size();
+                        release(&base_map, &b.data()[range.clone()]);
+                        for (map, data) in model_maps.iter().zip(&ms) {
+                            release(map, &data[range.clone()]);
+                        }
                         start = end;
                     }
                 }
@@ -242,6 +247,10 @@ pub fn merge_files(
                     "tensor '{name}' has dtype {:?}, which merge does not support",
                     b.dtype()
                 ),
+            }
+            release(&base_map, b.data());
+            for (map, data) in model_maps.iter().zip(&ms) {
+                release(map, data);
             }
         }
         let file = w.into_inner().map_err(|e| e.into_error())?;
@@ -344,6 +353,21 @@ fn is_exact_dtype(d: Dtype) -> bool {
             | Dtype::I64
             | Dtype::U64
     )
+}
+
+/// Drop processed input pages from this process's resident set, so the resident memory stays a few
+/// MB instead of growing to the size of all inputs.
+fn release(map: &memmap2::Mmap, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let offset = data.as_ptr() as usize - map.as_ptr() as usize;
+    // Safety: the mapping is read-only and file-backed, so MADV_DONTNEED only discards cached pages;
+    // a later read of the same bytes faults them in again from the unchanged file.
+    #[cfg(unix)]
+    let _ = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, data.len())
+    };
 }
 
 fn map_file(path: &Path) -> Result<memmap2::Mmap> {

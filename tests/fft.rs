@@ -21,7 +21,9 @@ fn noise(n: usize, seed: u64) -> Vec<f64> {
 
 fn complex_noise(n: usize, seed: u64) -> Vec<Complex> {
     let v = noise(2 * n, seed);
-    v.chunks_exact(2).map(|p| Complex::new(p[0], p[1])).collect()
+    v.chunks_exact(2)
+        .map(|p| Complex::new(p[0], p[1]))
+        .collect()
 }
 
 fn naive_dft(x: &[Complex], sign: f64) -> Vec<Complex> {
@@ -40,7 +42,10 @@ fn naive_dft(x: &[Complex], sign: f64) -> Vec<Complex> {
 }
 
 fn max_err(a: &[Complex], b: &[Complex]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (*x - *y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x - *y).abs())
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -73,7 +78,11 @@ fn real_fft_matches_naive_dft_and_inverts() {
         assert!(err < 1e-12 * n as f64, "real forward n={n}: max err {err}");
         let mut back = vec![0.0; n];
         plan.inverse(&full[..n / 2 + 1], &mut back);
-        let err = back.iter().zip(&x).map(|(b, v)| (b / n as f64 - v).abs()).fold(0.0, f64::max);
+        let err = back
+            .iter()
+            .zip(&x)
+            .map(|(b, v)| (b / n as f64 - v).abs())
+            .fold(0.0, f64::max);
         assert!(err < 1e-13 * n as f64, "real inverse n={n}: max err {err}");
     }
 }
@@ -91,13 +100,18 @@ fn large_sizes_round_trip_parseval_and_tone() {
         assert!(rel < 1e-12, "Parseval n={n}: rel err {rel}");
         let mut back = vec![0.0; n];
         plan.inverse(&spec[..n / 2 + 1], &mut back);
-        let err = back.iter().zip(&x).map(|(b, v)| (b / n as f64 - v).abs()).fold(0.0, f64::max);
+        let err = back
+            .iter()
+            .zip(&x)
+            .map(|(b, v)| (b / n as f64 - v).abs())
+            .fold(0.0, f64::max);
         assert!(err < 1e-12, "round trip n={n}: max err {err}");
 
         // complex tone at a bin frequency: exactly n at bin k0, zero elsewhere
         let k0 = 12345 % n;
-        let mut tone: Vec<Complex> =
-            (0..n).map(|j| Complex::cis(2.0 * PI * ((k0 * j) % n) as f64 / n as f64)).collect();
+        let mut tone: Vec<Complex> = (0..n)
+            .map(|j| Complex::cis(2.0 * PI * ((k0 * j) % n) as f64 / n as f64))
+            .collect();
         FftPlan::new(n).forward(&mut tone);
         let mut worst = 0.0f64;
         for (k, c) in tone.iter().enumerate() {

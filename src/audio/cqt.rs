@@ -68,7 +68,13 @@ impl CqtPlan {
 
     /// nnAudio CQT1992v2(sr, hop_length, fmin, n_bins, bins_per_octave, filter_scale=1, norm=1,
     /// window='hann', center=True, pad_mode='constant') with the default sparsity threshold.
-    pub fn new(sr: u32, hop: usize, fmin: f64, n_bins: usize, bins_per_octave: usize) -> Result<Self> {
+    pub fn new(
+        sr: u32,
+        hop: usize,
+        fmin: f64,
+        n_bins: usize,
+        bins_per_octave: usize,
+    ) -> Result<Self> {
         Self::with_threshold(sr, hop, fmin, n_bins, bins_per_octave, DEFAULT_THRESHOLD)
     }
 
@@ -89,12 +95,20 @@ impl CqtPlan {
         let sr_f = sr as f64;
         // Same floating-point order as nnAudio: Q = 1/(2^(1/b) - 1), l = ceil(Q*sr / f).
         let q = 1.0 / (2f64.powf(1.0 / bins_per_octave as f64) - 1.0);
-        let freqs: Vec<f64> =
-            (0..n_bins).map(|k| fmin * 2f64.powf(k as f64 / bins_per_octave as f64)).collect();
+        let freqs: Vec<f64> = (0..n_bins)
+            .map(|k| fmin * 2f64.powf(k as f64 / bins_per_octave as f64))
+            .collect();
         if freqs[n_bins - 1] > sr_f / 2.0 {
-            bail!("CQT: top bin {:.1} Hz exceeds the Nyquist frequency {}", freqs[n_bins - 1], sr_f / 2.0);
+            bail!(
+                "CQT: top bin {:.1} Hz exceeds the Nyquist frequency {}",
+                freqs[n_bins - 1],
+                sr_f / 2.0
+            );
         }
-        let lengths: Vec<usize> = freqs.iter().map(|&f| (q * sr_f / f).ceil() as usize).collect();
+        let lengths: Vec<usize> = freqs
+            .iter()
+            .map(|&f| (q * sr_f / f).ceil() as usize)
+            .collect();
         let max_len = *lengths.iter().max().unwrap_or(&1);
         if max_len < 2 || max_len > 1 << 24 {
             bail!("CQT: kernel length {max_len} out of range (fmin too low or too high?)");
@@ -175,11 +189,18 @@ impl CqtPlan {
             // segment[t] = xpad[hop*j0 + t], xpad[u] = audio[u - W/2] (zero outside)
             for (t, v) in segment.iter_mut().enumerate() {
                 let u = (self.hop * j0 + t) as i64 - half as i64;
-                *v = if u >= 0 && (u as usize) < audio.len() { audio[u as usize] as f64 } else { 0.0 };
+                *v = if u >= 0 && (u as usize) < audio.len() {
+                    audio[u as usize] as f64
+                } else {
+                    0.0
+                };
             }
             let spectrum = real_fft_full(&self.block_fft, &segment);
-            let columns: Vec<Vec<f32>> =
-                self.bands.par_iter().map(|band| self.block_column(band, &spectrum, nf)).collect();
+            let columns: Vec<Vec<f32>> = self
+                .bands
+                .par_iter()
+                .map(|band| self.block_column(band, &spectrum, nf))
+                .collect();
             for (k, col) in columns.iter().enumerate() {
                 for (i, &v) in col.iter().enumerate() {
                     out[(j0 + i) * n_bins + k] = v;
@@ -261,7 +282,9 @@ fn kernel_band(f: f64, l: usize, width: usize, block: usize, threshold: f64) -> 
     let lb = block as i64;
     let centre = (f * block as f64).round() as i64;
     let at = |q: i64| kernel_spectrum_at(f, l, width, block, q);
-    let peak = (centre - 2..=centre + 2).map(|q| at(q).abs()).fold(0.0, f64::max);
+    let peak = (centre - 2..=centre + 2)
+        .map(|q| at(q).abs())
+        .fold(0.0, f64::max);
     let cut = threshold * peak;
     // Hann sidelobes have zeros, so a side ends only after one whole sidelobe period (Lb/l bins) of
     // values below the cut; the envelope decreases monotonically beyond it.

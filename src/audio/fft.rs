@@ -28,7 +28,10 @@ impl Complex {
     }
 
     pub fn conj(self) -> Self {
-        Complex { re: self.re, im: -self.im }
+        Complex {
+            re: self.re,
+            im: -self.im,
+        }
     }
 
     pub fn norm_sqr(self) -> f64 {
@@ -40,14 +43,20 @@ impl Complex {
     }
 
     pub fn scale(self, s: f64) -> Self {
-        Complex { re: self.re * s, im: self.im * s }
+        Complex {
+            re: self.re * s,
+            im: self.im * s,
+        }
     }
 }
 
 impl Add for Complex {
     type Output = Complex;
     fn add(self, o: Complex) -> Complex {
-        Complex { re: self.re + o.re, im: self.im + o.im }
+        Complex {
+            re: self.re + o.re,
+            im: self.im + o.im,
+        }
     }
 }
 
@@ -61,14 +70,20 @@ impl AddAssign for Complex {
 impl Sub for Complex {
     type Output = Complex;
     fn sub(self, o: Complex) -> Complex {
-        Complex { re: self.re - o.re, im: self.im - o.im }
+        Complex {
+            re: self.re - o.re,
+            im: self.im - o.im,
+        }
     }
 }
 
 impl Mul for Complex {
     type Output = Complex;
     fn mul(self, o: Complex) -> Complex {
-        Complex { re: self.re * o.re - self.im * o.im, im: self.re * o.im + self.im * o.re }
+        Complex {
+            re: self.re * o.re - self.im * o.im,
+            im: self.re * o.im + self.im * o.re,
+        }
     }
 }
 
@@ -88,7 +103,13 @@ impl FftPlan {
         assert!(n.is_power_of_two(), "FFT size {n} is not a power of two");
         let bits = n.trailing_zeros();
         let bitrev = (0..n as u32)
-            .map(|i| if bits == 0 { 0 } else { i.reverse_bits() >> (32 - bits) })
+            .map(|i| {
+                if bits == 0 {
+                    0
+                } else {
+                    i.reverse_bits() >> (32 - bits)
+                }
+            })
             .collect();
         let mut twiddles = Vec::with_capacity(n.saturating_sub(1));
         let mut h = 1;
@@ -98,7 +119,11 @@ impl FftPlan {
             }
             h *= 2;
         }
-        FftPlan { n, bitrev, twiddles }
+        FftPlan {
+            n,
+            bitrev,
+            twiddles,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -120,7 +145,11 @@ impl FftPlan {
     }
 
     fn transform(&self, data: &mut [Complex], inverse: bool) {
-        assert_eq!(data.len(), self.n, "FFT buffer length does not match the plan");
+        assert_eq!(
+            data.len(),
+            self.n,
+            "FFT buffer length does not match the plan"
+        );
         for (i, &r) in self.bitrev.iter().enumerate() {
             let r = r as usize;
             if i < r {
@@ -157,10 +186,18 @@ pub struct RealFftPlan {
 
 impl RealFftPlan {
     pub fn new(n: usize) -> Self {
-        assert!(n.is_power_of_two() && n >= 2, "real FFT size {n} must be a power of two >= 2");
-        let twiddles =
-            (0..=n / 2).map(|k| Complex::cis(-2.0 * std::f64::consts::PI * k as f64 / n as f64)).collect();
-        RealFftPlan { n, half: FftPlan::new(n / 2), twiddles }
+        assert!(
+            n.is_power_of_two() && n >= 2,
+            "real FFT size {n} must be a power of two >= 2"
+        );
+        let twiddles = (0..=n / 2)
+            .map(|k| Complex::cis(-2.0 * std::f64::consts::PI * k as f64 / n as f64))
+            .collect();
+        RealFftPlan {
+            n,
+            half: FftPlan::new(n / 2),
+            twiddles,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -174,9 +211,16 @@ impl RealFftPlan {
     /// X[k] for k = 0..=n/2 (the rest is conj(X[n-k])). `out` must have n/2 + 1 entries.
     pub fn forward(&self, input: &[f64], out: &mut [Complex]) {
         let m = self.n / 2;
-        assert_eq!(input.len(), self.n, "real FFT input length does not match the plan");
+        assert_eq!(
+            input.len(),
+            self.n,
+            "real FFT input length does not match the plan"
+        );
         assert_eq!(out.len(), m + 1, "real FFT output must have n/2+1 entries");
-        let mut z: Vec<Complex> = input.chunks_exact(2).map(|p| Complex::new(p[0], p[1])).collect();
+        let mut z: Vec<Complex> = input
+            .chunks_exact(2)
+            .map(|p| Complex::new(p[0], p[1]))
+            .collect();
         self.half.forward(&mut z);
         for k in 0..=m {
             let zk = z[k % m];
@@ -192,8 +236,16 @@ impl RealFftPlan {
     /// Unnormalised inverse (returns n * x) from the half spectrum X[0..=n/2].
     pub fn inverse(&self, spectrum: &[Complex], out: &mut [f64]) {
         let m = self.n / 2;
-        assert_eq!(spectrum.len(), m + 1, "real IFFT input must have n/2+1 entries");
-        assert_eq!(out.len(), self.n, "real IFFT output length does not match the plan");
+        assert_eq!(
+            spectrum.len(),
+            m + 1,
+            "real IFFT input must have n/2+1 entries"
+        );
+        assert_eq!(
+            out.len(),
+            self.n,
+            "real IFFT output length does not match the plan"
+        );
         let mut z: Vec<Complex> = (0..m)
             .map(|k| {
                 let xk = spectrum[k];

@@ -3,3 +3,4 @@ pub mod wav;
 pub mod resample;
 pub mod fft;
 pub mod cqt;
+pub mod synth;

@@ -1,5 +1,5 @@
 //! The autograd tape of coarse ops (see ARCHITECTURE.md): parameters, the tape, and the tape-level ops.
-// pub mod nn; (enabled once the ops land)
+pub mod nn;
 pub mod params;
 pub mod tape;
 

@@ -13,6 +13,13 @@ fn slot<'a, 'b>(slots: &'a mut GradSlots<'b>, i: usize) -> Option<&'a mut [f32]>
     slots[i].as_deref_mut()
 }
 
+/// The first three slots (missing ones as None), borrowed at once.
+type Slot3<'a> = (Option<&'a mut [f32]>, Option<&'a mut [f32]>, Option<&'a mut [f32]>);
+fn slots3<'a, 'b>(slots: &'a mut GradSlots<'b>) -> Slot3<'a> {
+    let mut it = slots.iter_mut().map(|s| s.as_deref_mut());
+    (it.next().flatten(), it.next().flatten(), it.next().flatten())
+}
+
 /// y = x W^T + b over the last dim of x (PyTorch nn.Linear).
 pub fn linear(tape: &mut Tape, x: &Var, weight: &Var, bias: Option<&Var>) -> Result<Var> {
     let (out_f, in_f) = (weight.shape()[0], weight.shape()[1]);
@@ -30,9 +37,8 @@ pub fn linear(tape: &mut Tape, x: &Var, weight: &Var, bias: Option<&Var>) -> Res
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
     Ok(tape.record(Tensor::from_f32(&out_shape, out), &inputs, move |dout, g| {
-        let db = if g.len() > 2 { slot(g, 2) } else { None };
-        let (dx, rest) = g.split_at_mut(1);
-        lin::linear_backward(dx[0].as_deref_mut(), rest[0].as_deref_mut(), db, dout, xs.data(), ws.data(), rows, in_f, out_f);
+        let (dx, dw, db) = slots3(g);
+        lin::linear_backward(dx, dw, db, dout, xs.data(), ws.data(), rows, in_f, out_f);
     }))
 }
 
@@ -59,9 +65,8 @@ pub fn conv1d(tape: &mut Tape, x: &Var, weight: &Var, bias: Option<&Var>, stride
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
     Ok(tape.record(Tensor::from_f32(&[s.batch, s.out_channels, out_len], out), &inputs, move |dout, g| {
-        let db = if g.len() > 2 { slot(g, 2) } else { None };
-        let (dx, rest) = g.split_at_mut(1);
-        conv1d::conv1d_backward(dx[0].as_deref_mut(), rest[0].as_deref_mut(), db, dout, xs.data(), ws.data(), &s);
+        let (dx, dw, db) = slots3(g);
+        conv1d::conv1d_backward(dx, dw, db, dout, xs.data(), ws.data(), &s);
     }))
 }
 
@@ -75,9 +80,8 @@ pub fn group_norm(tape: &mut Tape, x: &Var, weight: &Var, bias: &Var, groups: us
     gn::group_norm_forward(&mut out, &mut mean, &mut rstd, x.data(), weight.data(), bias.data(), b, c, l, groups, eps);
     let (xs, ws) = (x.value.clone(), weight.value.clone());
     Ok(tape.record(Tensor::from_f32(x.shape(), out), &[x, weight, bias], move |dout, g| {
-        let (dx, rest) = g.split_at_mut(1);
-        let (dw, db) = rest.split_at_mut(1);
-        gn::group_norm_backward(dx[0].as_deref_mut(), dw[0].as_deref_mut(), db[0].as_deref_mut(), dout, xs.data(), ws.data(), &mean, &rstd, b, c, l, groups);
+        let (dx, dw, db) = slots3(g);
+        gn::group_norm_backward(dx, dw, db, dout, xs.data(), ws.data(), &mean, &rstd, b, c, l, groups);
     }))
 }
 
@@ -91,9 +95,8 @@ pub fn layer_norm(tape: &mut Tape, x: &Var, weight: &Var, bias: &Var, eps: f32) 
     ln::layer_norm_forward(&mut out, &mut mean, &mut rstd, x.data(), weight.data(), bias.data(), rows, cols, eps);
     let (xs, ws) = (x.value.clone(), weight.value.clone());
     Ok(tape.record(Tensor::from_f32(x.shape(), out), &[x, weight, bias], move |dout, g| {
-        let (dx, rest) = g.split_at_mut(1);
-        let (dw, db) = rest.split_at_mut(1);
-        ln::layer_norm_backward(dx[0].as_deref_mut(), dw[0].as_deref_mut(), db[0].as_deref_mut(), dout, xs.data(), ws.data(), &mean, &rstd, rows, cols);
+        let (dx, dw, db) = slots3(g);
+        ln::layer_norm_backward(dx, dw, db, dout, xs.data(), ws.data(), &mean, &rstd, rows, cols);
     }))
 }
 
@@ -194,13 +197,13 @@ pub fn replace_masked_frames(tape: &mut Tape, x: &Var, emb: &Var, mask: &[u8]) -
     }
     let mask = mask.to_vec();
     Ok(tape.record(Tensor::from_f32(x.shape(), out), &[x, emb], move |dout, g| {
-        let (dx, demb) = g.split_at_mut(1);
+        let (mut dx, mut demb, _) = slots3(g);
         for (i, (orow, &m)) in dout.chunks_exact(h).zip(&mask).enumerate() {
             if m != 0 {
-                if let Some(de) = demb[0].as_deref_mut() {
+                if let Some(de) = demb.as_deref_mut() {
                     ew::accumulate(de, orow);
                 }
-            } else if let Some(d) = dx[0].as_deref_mut() {
+            } else if let Some(d) = dx.as_deref_mut() {
                 ew::accumulate(&mut d[i * h..(i + 1) * h], orow);
             }
         }
@@ -217,8 +220,8 @@ pub fn weight_norm(tape: &mut Tape, g: &Var, v: &Var, dim: usize) -> Result<Var>
     wn::weight_norm_forward(&mut w, &mut norms, g.data(), v.data(), dims, dim);
     let (gs, vs) = (g.value.clone(), v.value.clone());
     Ok(tape.record(Tensor::from_f32(v.shape(), w), &[g, v], move |dw, s| {
-        let (dg, dv) = s.split_at_mut(1);
-        wn::weight_norm_backward(dg[0].as_deref_mut(), dv[0].as_deref_mut(), dw, gs.data(), vs.data(), &norms, dims, dim);
+        let (dg, dv, _) = slots3(s);
+        wn::weight_norm_backward(dg, dv, dw, gs.data(), vs.data(), &norms, dims, dim);
     }))
 }
 

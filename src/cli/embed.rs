@@ -1,7 +1,167 @@
-//! (being written)
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+//! `culturemert-raw embed`: hidden-state embeddings of audio files, one tensor per file.
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("this subcommand is not built yet")
+use crate::autograd::Tape;
+use crate::model::mert::{ForwardOptions, Mert};
+use crate::tensor::Tensor;
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// HF-layout model directory (config.json + model.safetensors or pytorch_model.bin).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// cpu | cuda | emu | auto (auto = CUDA if a GPU is usable, else CPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Hidden states to keep: `all` (0..=num_layers, 0 = before the transformer) or a list like 0,6,12.
+    #[arg(long, default_value = "all")]
+    pub layers: String,
+    /// none: [layers, frames, hidden]; mean: time-averaged [layers, hidden].
+    #[arg(long, default_value = "none")]
+    pub pool: String,
+    /// Zero-mean / unit-variance normalisation of each file (transformers' Wav2Vec2FeatureExtractor).
+    #[arg(long)]
+    pub normalize: bool,
+    /// Cut long audio into chunks of this many seconds; results are concatenated in time (pooled: averaged).
+    #[arg(long)]
+    pub chunk_seconds: Option<f64>,
+    /// Output safetensors file; one f32 tensor per input, named after the input's file stem.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Audio files (WAV; other formats where the decoder supports them).
+    #[arg(required = true)]
+    pub audio: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pool {
+    None,
+    Mean,
+}
+
+pub fn parse_layers(spec: &str, num_layers: usize) -> Result<Vec<usize>> {
+    if spec == "all" {
+        return Ok((0..=num_layers).collect());
+    }
+    let mut out = Vec::new();
+    for part in spec.split(',') {
+        let l: usize = part.trim().parse().with_context(|| format!("--layers: {part:?} is not a layer index"))?;
+        ensure!(l <= num_layers, "--layers: layer {l} does not exist (the model has hidden states 0..={num_layers})");
+        out.push(l);
+    }
+    ensure!(!out.is_empty(), "--layers is empty");
+    Ok(out)
+}
+
+/// transformers' `zero_mean_unit_var_norm`: (x - mean) / sqrt(var + 1e-7), population variance.
+pub fn zero_mean_unit_var(x: &mut [f32]) {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let inv = 1.0 / (var + 1e-7).sqrt();
+    for v in x {
+        *v = ((*v as f64 - mean) * inv) as f32;
+    }
+}
+
+/// Embeddings of one clip: [layers.len(), frames, hidden] (or [layers.len(), hidden] pooled).
+pub fn embed_samples(model: &Mert, samples: &[f32], layers: &[usize], pool: Pool, chunk: Option<usize>) -> Result<Tensor> {
+    let cfg = &model.config;
+    let min = cfg.min_samples();
+    ensure!(samples.len() >= min, "audio has {} samples, fewer than the {min} the model needs for one frame", samples.len());
+    let chunks: Vec<&[f32]> = match chunk {
+        None => vec![samples],
+        Some(c) => {
+            ensure!(c >= min, "--chunk-seconds gives {c} samples, fewer than the {min} needed for one frame");
+            // A trailing piece too short for one frame is dropped.
+            samples.chunks(c).filter(|piece| piece.len() >= min).collect()
+        }
+    };
+    let h = cfg.hidden_size;
+    let mut per_layer: Vec<Vec<f32>> = vec![Vec::new(); layers.len()];
+    let mut frames_total = 0;
+    for piece in &chunks {
+        let mut tape = Tape::no_grad();
+        let audio = Tensor::from_f32(&[1, piece.len()], piece.to_vec());
+        let out = model.forward(&mut tape, &audio, None, &ForwardOptions::default())?;
+        let frames = out.frame_lengths[0];
+        frames_total += frames;
+        for (dst, &l) in per_layer.iter_mut().zip(layers) {
+            let hs = out.hidden_states[l].data();
+            match pool {
+                Pool::None => dst.extend_from_slice(hs),
+                Pool::Mean => {
+                    let mut mean = vec![0.0f64; h];
+                    for row in hs.chunks_exact(h) {
+                        for (m, &v) in mean.iter_mut().zip(row) {
+                            *m += v as f64;
+                        }
+                    }
+                    if dst.is_empty() {
+                        dst.resize(h, 0.0);
+                    }
+                    for (d, m) in dst.iter_mut().zip(&mean) {
+                        *d += (m / frames as f64 / chunks.len() as f64) as f32;
+                    }
+                }
+            }
+        }
+    }
+    let data: Vec<f32> = per_layer.concat();
+    Ok(match pool {
+        Pool::None => Tensor::from_f32(&[layers.len(), frames_total, h], data),
+        Pool::Mean => Tensor::from_f32(&[layers.len(), h], data),
+    })
+}
+
+/// Tensor name for an input: its file stem.
+pub fn tensor_name(path: &Path) -> Result<String> {
+    path.file_stem().and_then(|s| s.to_str()).map(str::to_string).with_context(|| format!("{} has no usable file name", path.display()))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.device.as_str() {
+        "cpu" | "auto" => {}
+        "cuda" | "emu" => bail!("--device {}: the MERT forward on the CUDA device is not built yet; use --device cpu", args.device),
+        other => bail!("--device must be cpu, cuda, emu or auto, got {other:?}"),
+    }
+    let pool = match args.pool.as_str() {
+        "none" => Pool::None,
+        "mean" => Pool::Mean,
+        other => bail!("--pool must be none or mean, got {other:?}"),
+    };
+    let model = Mert::load(&args.model).with_context(|| format!("loading model {}", args.model.display()))?;
+    let layers = parse_layers(&args.layers, model.config.num_hidden_layers)?;
+    let rate = model.config.sample_rate;
+    let chunk = match args.chunk_seconds {
+        None => None,
+        Some(s) if s > 0.0 && s.is_finite() => Some((s * rate as f64).round() as usize),
+        Some(s) => bail!("--chunk-seconds must be positive, got {s}"),
+    };
+    let mut names = HashSet::new();
+    for p in &args.audio {
+        let n = tensor_name(p)?;
+        ensure!(names.insert(n.clone()), "two inputs share the file name {n:?}; output tensors are named after it");
+    }
+    let bar = indicatif::ProgressBar::new(args.audio.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files  {elapsed_precise} eta {eta}  {msg}").unwrap(),
+    );
+    let mut outputs = Vec::new();
+    for path in &args.audio {
+        bar.set_message(path.display().to_string());
+        let mut samples = crate::audio::wav::load_mono(path, rate).with_context(|| format!("reading {}", path.display()))?;
+        if args.normalize {
+            zero_mean_unit_var(&mut samples);
+        }
+        let emb = embed_samples(&model, &samples, &layers, pool, chunk).with_context(|| format!("embedding {}", path.display()))?;
+        outputs.push((tensor_name(path)?, emb));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    crate::model::weights::write_safetensors(&args.out, &outputs, None)?;
+    eprintln!("wrote {} tensors to {}", outputs.len(), args.out.display());
+    Ok(())
 }

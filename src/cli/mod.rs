@@ -5,3 +5,4 @@ pub mod embed;
 pub mod kernels;
 pub mod merge;
 pub mod similarity;
+pub mod synth;

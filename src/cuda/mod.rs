@@ -1,1 +1,12 @@
-//! Rust launchers for the CUDA kernels in `kernels/*.cu`, one module per kernel family.
+//! Rust launchers for the CUDA kernels in `kernels/*.cu`, one module per kernel family. Each launcher
+//! checks sizes, computes the launch configuration and the argument array once, and launches on a
+//! [`crate::device::CudaDevice`] (GPU or host emulator). Shapes and semantics follow the CPU ops in
+//! `crate::ops` (forward overwrites, backward accumulates).
+
+mod check;
+pub mod elementwise;
+pub mod gelu;
+pub mod gemm;
+pub mod layer_norm;
+pub mod reduce;
+pub mod registry;

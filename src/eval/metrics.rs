@@ -141,7 +141,7 @@ fn check_shape(n_scores: usize, n_targets: usize, n_labels: usize) -> Result<usi
         "scores have {n_scores} values but targets {n_targets}"
     );
     ensure!(
-        n_scores % n_labels == 0 && n_scores > 0,
+        n_scores.is_multiple_of(n_labels) && n_scores > 0,
         "{n_scores} values are not a non-empty [n_samples, {n_labels}] matrix"
     );
     Ok(n_scores / n_labels)

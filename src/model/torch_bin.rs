@@ -367,9 +367,9 @@ impl Value {
         match self {
             Value::Mark => "a mark".into(),
             Value::None => "None".into(),
-            Value::Bool(_) => "a bool".into(),
+            Value::Bool(b) => format!("the bool {b}"),
             Value::Int(_) => "an int".into(),
-            Value::Float(_) => "a float".into(),
+            Value::Float(x) => format!("the float {x}"),
             Value::Str(_) => "a string".into(),
             Value::Tuple(_) => "a tuple".into(),
             Value::List(_) => "a list".into(),

@@ -173,7 +173,7 @@ pub fn load_params(dir: &Path, cfg: &MertConfig) -> Result<(ParamStore, WeightNo
     if st.exists() {
         params_from_raw(cfg, read_safetensors(&st)?, &st.display().to_string())
     } else if bin.exists() {
-        let raw = { let _ = &bin; bail!("pytorch_model.bin reader not wired yet") };
+        let raw = super::torch_bin::read_as_raw_tensors(&bin)?;
         params_from_raw(cfg, raw, &bin.display().to_string())
     } else {
         bail!("{}: no model.safetensors or pytorch_model.bin", dir.display())

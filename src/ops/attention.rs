@@ -32,12 +32,20 @@ impl AttentionShape {
     /// Head h of batch item b as a [T, D] strided view of a [B, T, H*D] buffer.
     fn head<'a>(&self, x: &'a [f32], b: usize, h: usize) -> MatRef<'a> {
         let off = b * self.seq * self.width() + h * self.head_dim;
-        MatRef { data: &x[off..], row_stride: self.width(), col_stride: 1 }
+        MatRef {
+            data: &x[off..],
+            row_stride: self.width(),
+            col_stride: 1,
+        }
     }
     /// The same head viewed transposed, [D, T].
     fn head_t<'a>(&self, x: &'a [f32], b: usize, h: usize) -> MatRef<'a> {
         let m = self.head(x, b, h);
-        MatRef { data: m.data, row_stride: 1, col_stride: self.width() }
+        MatRef {
+            data: m.data,
+            row_stride: 1,
+            col_stride: self.width(),
+        }
     }
     fn head_offset(&self, b: usize, h: usize) -> usize {
         b * self.seq * self.width() + h * self.head_dim
@@ -45,11 +53,32 @@ impl AttentionShape {
 }
 
 /// S = scale · Q_h K_hᵀ into `s` [T, T].
-fn scores(s: &mut [f32], q: &[f32], k: &[f32], b: usize, h: usize, sh: &AttentionShape, scale: f32, par: bool) {
+fn scores(
+    s: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    b: usize,
+    h: usize,
+    sh: &AttentionShape,
+    scale: f32,
+    par: bool,
+) {
     let t = sh.seq;
     // SAFETY: `s` holds exactly T*T values, written row-major.
     unsafe {
-        sgemm_strided_raw(t, t, sh.head_dim, scale, sh.head(q, b, h), sh.head_t(k, b, h), s.as_mut_ptr(), t, 1, false, par);
+        sgemm_strided_raw(
+            t,
+            t,
+            sh.head_dim,
+            scale,
+            sh.head(q, b, h),
+            sh.head_t(k, b, h),
+            s.as_mut_ptr(),
+            t,
+            1,
+            false,
+            par,
+        );
     }
 }
 
@@ -65,9 +94,16 @@ pub fn attention_forward(
     scale: f32,
 ) {
     let (t, hd) = (s.seq, s.head_dim);
-    assert!(q.len() == s.len() && k.len() == s.len() && v.len() == s.len(), "attention_forward: q/k/v length");
+    assert!(
+        q.len() == s.len() && k.len() == s.len() && v.len() == s.len(),
+        "attention_forward: q/k/v length"
+    );
     assert_eq!(out.len(), s.len(), "attention_forward: out length");
-    assert_eq!(lse.len(), s.batch * s.heads * t, "attention_forward: lse length");
+    assert_eq!(
+        lse.len(),
+        s.batch * s.heads * t,
+        "attention_forward: lse length"
+    );
     if let Some(kv) = key_valid {
         assert_eq!(kv.len(), s.batch * t, "attention_forward: key_valid length");
     }
@@ -90,7 +126,23 @@ pub fn attention_forward(
         // disjoint from every other task's block and within `out` (length checked above).
         unsafe {
             let dst = o.0.add(s.head_offset(b, h));
-            sgemm_strided_raw(t, hd, t, 1.0, MatRef { data: &p, row_stride: t, col_stride: 1 }, s.head(v, b, h), dst, s.width(), 1, false, par);
+            sgemm_strided_raw(
+                t,
+                hd,
+                t,
+                1.0,
+                MatRef {
+                    data: &p,
+                    row_stride: t,
+                    col_stride: 1,
+                },
+                s.head(v, b, h),
+                dst,
+                s.width(),
+                1,
+                false,
+                par,
+            );
         }
     });
 }
@@ -135,17 +187,38 @@ pub fn attention_backward(
     scale: f32,
 ) {
     let (t, hd, w) = (s.seq, s.head_dim, s.width());
-    for (name, x) in [("dq", &*dq), ("dk", &*dk), ("dv", &*dv), ("dout", dout), ("q", q), ("k", k), ("v", v), ("out", out)] {
+    for (name, x) in [
+        ("dq", &*dq),
+        ("dk", &*dk),
+        ("dv", &*dv),
+        ("dout", dout),
+        ("q", q),
+        ("k", k),
+        ("v", v),
+        ("out", out),
+    ] {
         assert_eq!(x.len(), s.len(), "attention_backward: {name} length");
     }
-    assert_eq!(lse.len(), s.batch * s.heads * t, "attention_backward: lse length");
+    assert_eq!(
+        lse.len(),
+        s.batch * s.heads * t,
+        "attention_backward: lse length"
+    );
     if let Some(kv) = key_valid {
-        assert_eq!(kv.len(), s.batch * t, "attention_backward: key_valid length");
+        assert_eq!(
+            kv.len(),
+            s.batch * t,
+            "attention_backward: key_valid length"
+        );
     }
     if t == 0 || hd == 0 {
         return;
     }
-    let (dq_ptr, dk_ptr, dv_ptr) = (SharedMut(dq.as_mut_ptr()), SharedMut(dk.as_mut_ptr()), SharedMut(dv.as_mut_ptr()));
+    let (dq_ptr, dk_ptr, dv_ptr) = (
+        SharedMut(dq.as_mut_ptr()),
+        SharedMut(dk.as_mut_ptr()),
+        SharedMut(dv.as_mut_ptr()),
+    );
     let par = s.batch * s.heads < num_threads();
     (0..s.batch * s.heads).into_par_iter().for_each(|bh| {
         let (b, h) = (bh / s.heads, bh % s.heads);
@@ -164,27 +237,90 @@ pub fn attention_backward(
         let mut ds = vec![0.0f32; t * t];
         // SAFETY: ds holds T*T values.
         unsafe {
-            sgemm_strided_raw(t, t, hd, 1.0, s.head(dout, b, h), s.head_t(v, b, h), ds.as_mut_ptr(), t, 1, false, par);
+            sgemm_strided_raw(
+                t,
+                t,
+                hd,
+                1.0,
+                s.head(dout, b, h),
+                s.head_t(v, b, h),
+                ds.as_mut_ptr(),
+                t,
+                1,
+                false,
+                par,
+            );
         }
         let off = s.head_offset(b, h);
         for i in 0..t {
             let row_o = &out[off + i * w..off + i * w + hd];
             let row_do = &dout[off + i * w..off + i * w + hd];
             let di: f32 = row_o.iter().zip(row_do).map(|(a, b)| a * b).sum();
-            for (d, &pv) in ds[i * t..(i + 1) * t].iter_mut().zip(&p[i * t..(i + 1) * t]) {
+            for (d, &pv) in ds[i * t..(i + 1) * t]
+                .iter_mut()
+                .zip(&p[i * t..(i + 1) * t])
+            {
                 *d = pv * (*d - di);
             }
         }
-        let p_t = MatRef { data: &p, row_stride: 1, col_stride: t };
-        let ds_m = MatRef { data: &ds, row_stride: t, col_stride: 1 };
-        let ds_t = MatRef { data: &ds, row_stride: 1, col_stride: t };
+        let p_t = MatRef {
+            data: &p,
+            row_stride: 1,
+            col_stride: t,
+        };
+        let ds_m = MatRef {
+            data: &ds,
+            row_stride: t,
+            col_stride: 1,
+        };
+        let ds_t = MatRef {
+            data: &ds,
+            row_stride: 1,
+            col_stride: t,
+        };
         let (dqp, dkp, dvp) = (dq_ptr, dk_ptr, dv_ptr);
         // SAFETY: each task accumulates into its own head block (rows of batch b, columns h*D..)
         // of dq/dk/dv, disjoint from all other tasks and within the buffers (lengths checked).
         unsafe {
-            sgemm_strided_raw(t, hd, t, 1.0, p_t, s.head(dout, b, h), dvp.0.add(off), w, 1, true, par);
-            sgemm_strided_raw(t, hd, t, scale, ds_m, s.head(k, b, h), dqp.0.add(off), w, 1, true, par);
-            sgemm_strided_raw(t, hd, t, scale, ds_t, s.head(q, b, h), dkp.0.add(off), w, 1, true, par);
+            sgemm_strided_raw(
+                t,
+                hd,
+                t,
+                1.0,
+                p_t,
+                s.head(dout, b, h),
+                dvp.0.add(off),
+                w,
+                1,
+                true,
+                par,
+            );
+            sgemm_strided_raw(
+                t,
+                hd,
+                t,
+                scale,
+                ds_m,
+                s.head(k, b, h),
+                dqp.0.add(off),
+                w,
+                1,
+                true,
+                par,
+            );
+            sgemm_strided_raw(
+                t,
+                hd,
+                t,
+                scale,
+                ds_t,
+                s.head(q, b, h),
+                dkp.0.add(off),
+                w,
+                1,
+                true,
+                par,
+            );
         }
     });
 }

@@ -25,9 +25,15 @@ impl Conv1dShape {
     }
 
     fn check(&self) {
-        assert!(self.groups > 0 && self.stride > 0 && self.kernel > 0, "conv1d: bad shape {self:?}");
+        assert!(
+            self.groups > 0 && self.stride > 0 && self.kernel > 0,
+            "conv1d: bad shape {self:?}"
+        );
         assert!(self.in_channels % self.groups == 0 && self.out_channels % self.groups == 0);
-        assert!(self.in_len + 2 * self.padding >= self.kernel, "conv1d: input shorter than kernel");
+        assert!(
+            self.in_len + 2 * self.padding >= self.kernel,
+            "conv1d: input shorter than kernel"
+        );
     }
 }
 
@@ -35,18 +41,24 @@ impl Conv1dShape {
 fn im2col(col: &mut [f32], xg: &[f32], s: &Conv1dShape, lout: usize) {
     let (k, lin) = (s.kernel, s.in_len);
     let per = rows_per_task(col.len() / lout, 8);
-    col.par_chunks_mut(per * lout).enumerate().for_each(|(task, rows)| {
-        for (i, row) in rows.chunks_exact_mut(lout).enumerate() {
-            let r = task * per + i;
-            let (c, kk) = (r / k, r % k);
-            let xc = &xg[c * lin..(c + 1) * lin];
-            for (t, v) in row.iter_mut().enumerate() {
-                // input position t*stride + kk - padding, computed without underflow
-                let p = t * s.stride + kk;
-                *v = if p >= s.padding && p - s.padding < lin { xc[p - s.padding] } else { 0.0 };
+    col.par_chunks_mut(per * lout)
+        .enumerate()
+        .for_each(|(task, rows)| {
+            for (i, row) in rows.chunks_exact_mut(lout).enumerate() {
+                let r = task * per + i;
+                let (c, kk) = (r / k, r % k);
+                let xc = &xg[c * lin..(c + 1) * lin];
+                for (t, v) in row.iter_mut().enumerate() {
+                    // input position t*stride + kk - padding, computed without underflow
+                    let p = t * s.stride + kk;
+                    *v = if p >= s.padding && p - s.padding < lin {
+                        xc[p - s.padding]
+                    } else {
+                        0.0
+                    };
+                }
             }
-        }
-    });
+        });
 }
 
 /// dxg [cin_g, lin] += scatter of dcol [cin_g*K, lout]; parallel over channels (disjoint in dx).
@@ -66,17 +78,39 @@ fn col2im_add(dxg: &mut [f32], dcol: &[f32], s: &Conv1dShape, lout: usize) {
 }
 
 /// x [B, Cin, Lin], weight [Cout, Cin/groups, K], bias [Cout], out [B, Cout, Lout]
-pub fn conv1d_forward(out: &mut [f32], x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &Conv1dShape) {
+pub fn conv1d_forward(
+    out: &mut [f32],
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &Conv1dShape,
+) {
     s.check();
     let (g_n, lout) = (s.groups, s.out_len());
     let (cin_g, cout_g) = (s.in_channels / g_n, s.out_channels / g_n);
     let ck = cin_g * s.kernel;
-    assert_eq!(x.len(), s.batch * s.in_channels * s.in_len, "conv1d_forward: x length");
-    assert_eq!(weight.len(), s.out_channels * ck, "conv1d_forward: weight length");
-    assert_eq!(out.len(), s.batch * s.out_channels * lout, "conv1d_forward: out length");
+    assert_eq!(
+        x.len(),
+        s.batch * s.in_channels * s.in_len,
+        "conv1d_forward: x length"
+    );
+    assert_eq!(
+        weight.len(),
+        s.out_channels * ck,
+        "conv1d_forward: weight length"
+    );
+    assert_eq!(
+        out.len(),
+        s.batch * s.out_channels * lout,
+        "conv1d_forward: out length"
+    );
     // A 1x1 stride-1 unpadded conv needs no unfolding: the input channels are the col matrix.
     let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
-    let mut col = if direct { Vec::new() } else { vec![0.0f32; ck * lout] };
+    let mut col = if direct {
+        Vec::new()
+    } else {
+        vec![0.0f32; ck * lout]
+    };
     for b in 0..s.batch {
         for g in 0..g_n {
             let xg = &x[(b * s.in_channels + g * cin_g) * s.in_len..][..cin_g * s.in_len];
@@ -112,9 +146,21 @@ pub fn conv1d_backward(
     let (g_n, lout) = (s.groups, s.out_len());
     let (cin_g, cout_g) = (s.in_channels / g_n, s.out_channels / g_n);
     let ck = cin_g * s.kernel;
-    assert_eq!(x.len(), s.batch * s.in_channels * s.in_len, "conv1d_backward: x length");
-    assert_eq!(weight.len(), s.out_channels * ck, "conv1d_backward: weight length");
-    assert_eq!(dout.len(), s.batch * s.out_channels * lout, "conv1d_backward: dout length");
+    assert_eq!(
+        x.len(),
+        s.batch * s.in_channels * s.in_len,
+        "conv1d_backward: x length"
+    );
+    assert_eq!(
+        weight.len(),
+        s.out_channels * ck,
+        "conv1d_backward: weight length"
+    );
+    assert_eq!(
+        dout.len(),
+        s.batch * s.out_channels * lout,
+        "conv1d_backward: dout length"
+    );
     if let Some(dbias) = dbias {
         assert_eq!(dbias.len(), s.out_channels, "conv1d_backward: dbias length");
         for b in 0..s.batch {

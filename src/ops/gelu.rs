@@ -10,7 +10,7 @@
 
 use super::gemm::rows_per_task;
 use rayon::prelude::*;
-use std::f64::consts::{FRAC_2_SQRT_PI, FRAC_1_SQRT_2, PI};
+use std::f64::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI, PI};
 use std::sync::OnceLock;
 
 const TABLE_START: f64 = 0.5;
@@ -69,7 +69,10 @@ fn erfcx_table() -> &'static Vec<[f64; DEGREE + 1]> {
 /// erf(t) for |t| < 0.5: Taylor series t Σ (-1)ⁿ t²ⁿ / (n! (2n+1)) · 2/√π (13 terms, error < 1e-17).
 fn erf_small(t: f64) -> f64 {
     let t2 = t * t;
-    let acc = ERF_SMALL_COEFFS.iter().rev().fold(0.0, |acc, &c| acc * t2 + c);
+    let acc = ERF_SMALL_COEFFS
+        .iter()
+        .rev()
+        .fold(0.0, |acc, &c| acc * t2 + c);
     FRAC_2_SQRT_PI * t * acc
 }
 
@@ -158,21 +161,28 @@ pub fn gelu_forward(out: &mut [f32], x: &[f32]) {
     assert_eq!(out.len(), x.len(), "gelu_forward: lengths differ");
     erfcx_table();
     let c = rows_per_task(x.len(), 4096);
-    out.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(o, x)| {
-        for (o, &x) in o.iter_mut().zip(x) {
-            *o = gelu(x);
-        }
-    });
+    out.par_chunks_mut(c)
+        .zip(x.par_chunks(c))
+        .for_each(|(o, x)| {
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o = gelu(x);
+            }
+        });
 }
 
 /// dx += dout * gelu'(x)
 pub fn gelu_backward(dx: &mut [f32], dout: &[f32], x: &[f32]) {
-    assert!(dx.len() == x.len() && dout.len() == x.len(), "gelu_backward: lengths differ");
+    assert!(
+        dx.len() == x.len() && dout.len() == x.len(),
+        "gelu_backward: lengths differ"
+    );
     erfcx_table();
     let c = rows_per_task(x.len(), 4096);
-    dx.par_chunks_mut(c).zip(dout.par_chunks(c).zip(x.par_chunks(c))).for_each(|(dx, (d, x))| {
-        for ((dx, &d), &x) in dx.iter_mut().zip(d).zip(x) {
-            *dx += d * gelu_grad(x);
-        }
-    });
+    dx.par_chunks_mut(c)
+        .zip(dout.par_chunks(c).zip(x.par_chunks(c)))
+        .for_each(|(dx, (d, x))| {
+            for ((dx, &d), &x) in dx.iter_mut().zip(d).zip(x) {
+                *dx += d * gelu_grad(x);
+            }
+        });
 }

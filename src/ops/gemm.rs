@@ -48,13 +48,39 @@ pub fn sgemm(
     c: &mut [f32],
     accumulate: bool,
 ) {
-    assert_eq!(a.len(), m * k, "sgemm: A has {} values, expected m*k = {}", a.len(), m * k);
-    assert_eq!(b.len(), k * n, "sgemm: B has {} values, expected k*n = {}", b.len(), k * n);
-    assert_eq!(c.len(), m * n, "sgemm: C has {} values, expected m*n = {}", c.len(), m * n);
+    assert_eq!(
+        a.len(),
+        m * k,
+        "sgemm: A has {} values, expected m*k = {}",
+        a.len(),
+        m * k
+    );
+    assert_eq!(
+        b.len(),
+        k * n,
+        "sgemm: B has {} values, expected k*n = {}",
+        b.len(),
+        k * n
+    );
+    assert_eq!(
+        c.len(),
+        m * n,
+        "sgemm: C has {} values, expected m*n = {}",
+        c.len(),
+        m * n
+    );
     let (a_rs, a_cs) = if a_trans { (1, m) } else { (k, 1) };
     let (b_rs, b_cs) = if b_trans { (1, k) } else { (n, 1) };
-    let a = MatRef { data: a, row_stride: a_rs, col_stride: a_cs };
-    let b = MatRef { data: b, row_stride: b_rs, col_stride: b_cs };
+    let a = MatRef {
+        data: a,
+        row_stride: a_rs,
+        col_stride: a_cs,
+    };
+    let b = MatRef {
+        data: b,
+        row_stride: b_rs,
+        col_stride: b_cs,
+    };
     sgemm_strided(m, n, k, 1.0, a, b, c, n, 1, accumulate, true);
 }
 
@@ -90,9 +116,26 @@ pub fn sgemm_strided(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(max_index(m, n, c_rs, c_cs) < c.len(), "sgemm_strided: C too short");
+    assert!(
+        max_index(m, n, c_rs, c_cs) < c.len(),
+        "sgemm_strided: C too short"
+    );
     // SAFETY: every index touched lies within the slices (checked above); `c` is borrowed mutably.
-    unsafe { sgemm_strided_raw(m, n, k, alpha, a, b, c.as_mut_ptr(), c_rs, c_cs, accumulate, parallel) }
+    unsafe {
+        sgemm_strided_raw(
+            m,
+            n,
+            k,
+            alpha,
+            a,
+            b,
+            c.as_mut_ptr(),
+            c_rs,
+            c_cs,
+            accumulate,
+            parallel,
+        )
+    }
 }
 
 /// `sgemm_strided` writing through a raw pointer (for parallel tasks writing disjoint strided
@@ -128,8 +171,14 @@ pub unsafe fn sgemm_strided_raw(
         }
         return;
     }
-    assert!(max_index(m, k, a.row_stride, a.col_stride) < a.data.len(), "sgemm: A too short");
-    assert!(max_index(k, n, b.row_stride, b.col_stride) < b.data.len(), "sgemm: B too short");
+    assert!(
+        max_index(m, k, a.row_stride, a.col_stride) < a.data.len(),
+        "sgemm: A too short"
+    );
+    assert!(
+        max_index(k, n, b.row_stride, b.col_stride) < b.data.len(),
+        "sgemm: B too short"
+    );
     let threads = num_threads();
     let parallelism = if parallel && threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
         Parallelism::Rayon(threads)

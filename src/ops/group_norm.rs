@@ -17,11 +17,24 @@ pub fn group_norm_forward(
     groups: usize,
     eps: f32,
 ) {
-    assert!(groups > 0 && channels % groups == 0, "group_norm_forward: channels % groups != 0");
-    assert_eq!(x.len(), batch * channels * len, "group_norm_forward: x length");
+    assert!(
+        groups > 0 && channels % groups == 0,
+        "group_norm_forward: channels % groups != 0"
+    );
+    assert_eq!(
+        x.len(),
+        batch * channels * len,
+        "group_norm_forward: x length"
+    );
     assert_eq!(out.len(), x.len(), "group_norm_forward: out length");
-    assert!(mean.len() == batch * groups && rstd.len() == batch * groups, "group_norm_forward: stats");
-    assert!(weight.len() == channels && bias.len() == channels, "group_norm_forward: affine length");
+    assert!(
+        mean.len() == batch * groups && rstd.len() == batch * groups,
+        "group_norm_forward: stats"
+    );
+    assert!(
+        weight.len() == channels && bias.len() == channels,
+        "group_norm_forward: affine length"
+    );
     let cg = channels / groups;
     let gsize = cg * len;
     if gsize == 0 {
@@ -35,12 +48,20 @@ pub fn group_norm_forward(
         .for_each(|(bg, ((o, xg), (m_out, s_out)))| {
             let n = gsize as f64;
             let m = xg.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = xg.iter().map(|&v| (v as f64 - m) * (v as f64 - m)).sum::<f64>() / n;
+            let var = xg
+                .iter()
+                .map(|&v| (v as f64 - m) * (v as f64 - m))
+                .sum::<f64>()
+                / n;
             let (m, s) = (m as f32, (1.0 / (var + eps as f64).sqrt()) as f32);
             *m_out = m;
             *s_out = s;
             let c0 = (bg % groups) * cg;
-            for (ci, (orow, xrow)) in o.chunks_exact_mut(len).zip(xg.chunks_exact(len)).enumerate() {
+            for (ci, (orow, xrow)) in o
+                .chunks_exact_mut(len)
+                .zip(xg.chunks_exact(len))
+                .enumerate()
+            {
                 let (w, b) = (weight[c0 + ci], bias[c0 + ci]);
                 for (o, &xv) in orow.iter_mut().zip(xrow) {
                     *o = (xv - m) * s * w + b;
@@ -66,9 +87,17 @@ pub fn group_norm_backward(
     len: usize,
     groups: usize,
 ) {
-    assert!(groups > 0 && channels % groups == 0, "group_norm_backward: channels % groups != 0");
-    assert!(x.len() == batch * channels * len && dout.len() == x.len(), "group_norm_backward: lengths");
-    assert!(mean.len() == batch * groups && rstd.len() == batch * groups && weight.len() == channels);
+    assert!(
+        groups > 0 && channels % groups == 0,
+        "group_norm_backward: channels % groups != 0"
+    );
+    assert!(
+        x.len() == batch * channels * len && dout.len() == x.len(),
+        "group_norm_backward: lengths"
+    );
+    assert!(
+        mean.len() == batch * groups && rstd.len() == batch * groups && weight.len() == channels
+    );
     let cg = channels / groups;
     let gsize = cg * len;
     if gsize == 0 {
@@ -85,7 +114,10 @@ pub fn group_norm_backward(
             for ci in 0..cg {
                 let w = weight[c0 + ci];
                 let (mut sg, mut sgx) = (0.0f32, 0.0f32);
-                for (&xv, &d) in xg[ci * len..(ci + 1) * len].iter().zip(&dg[ci * len..(ci + 1) * len]) {
+                for (&xv, &d) in xg[ci * len..(ci + 1) * len]
+                    .iter()
+                    .zip(&dg[ci * len..(ci + 1) * len])
+                {
                     sg += d;
                     sgx += d * (xv - m) * s;
                 }
@@ -119,20 +151,30 @@ pub fn group_norm_backward(
     };
     match (dweight, dbias) {
         (Some(dw), Some(db)) => {
-            assert!(dw.len() == channels && db.len() == channels, "group_norm_backward: dweight/dbias");
-            dw.par_iter_mut().zip(db.par_iter_mut()).enumerate().for_each(|(c, (w, b))| {
-                let (sw, sb) = sums(c);
-                *w += sw;
-                *b += sb;
-            });
+            assert!(
+                dw.len() == channels && db.len() == channels,
+                "group_norm_backward: dweight/dbias"
+            );
+            dw.par_iter_mut()
+                .zip(db.par_iter_mut())
+                .enumerate()
+                .for_each(|(c, (w, b))| {
+                    let (sw, sb) = sums(c);
+                    *w += sw;
+                    *b += sb;
+                });
         }
         (Some(dw), None) => {
             assert_eq!(dw.len(), channels, "group_norm_backward: dweight length");
-            dw.par_iter_mut().enumerate().for_each(|(c, w)| *w += sums(c).0);
+            dw.par_iter_mut()
+                .enumerate()
+                .for_each(|(c, w)| *w += sums(c).0);
         }
         (None, Some(db)) => {
             assert_eq!(db.len(), channels, "group_norm_backward: dbias length");
-            db.par_iter_mut().enumerate().for_each(|(c, b)| *b += sums(c).1);
+            db.par_iter_mut()
+                .enumerate()
+                .for_each(|(c, b)| *b += sums(c).1);
         }
         (None, None) => {}
     }

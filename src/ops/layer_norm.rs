@@ -8,7 +8,11 @@ use rayon::prelude::*;
 fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f64;
     let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x.iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>() / n;
+    let var = x
+        .iter()
+        .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+        .sum::<f64>()
+        / n;
     (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
 }
 
@@ -26,8 +30,14 @@ pub fn layer_norm_forward(
 ) {
     assert_eq!(x.len(), rows * cols, "layer_norm_forward: x length");
     assert_eq!(out.len(), rows * cols, "layer_norm_forward: out length");
-    assert!(mean.len() == rows && rstd.len() == rows, "layer_norm_forward: stats length");
-    assert!(weight.len() == cols && bias.len() == cols, "layer_norm_forward: affine length");
+    assert!(
+        mean.len() == rows && rstd.len() == rows,
+        "layer_norm_forward: stats length"
+    );
+    assert!(
+        weight.len() == cols && bias.len() == cols,
+        "layer_norm_forward: affine length"
+    );
     if rows == 0 || cols == 0 {
         return;
     }
@@ -36,7 +46,11 @@ pub fn layer_norm_forward(
         .zip(x.par_chunks(per * cols))
         .zip(mean.par_chunks_mut(per).zip(rstd.par_chunks_mut(per)))
         .for_each(|((out, x), (mean, rstd))| {
-            for (r, (o, xr)) in out.chunks_exact_mut(cols).zip(x.chunks_exact(cols)).enumerate() {
+            for (r, (o, xr)) in out
+                .chunks_exact_mut(cols)
+                .zip(x.chunks_exact(cols))
+                .enumerate()
+            {
                 let (m, s) = row_stats(xr, eps);
                 mean[r] = m;
                 rstd[r] = s;
@@ -62,7 +76,10 @@ pub fn layer_norm_backward(
     rows: usize,
     cols: usize,
 ) {
-    assert!(dout.len() == rows * cols && x.len() == rows * cols, "layer_norm_backward: lengths");
+    assert!(
+        dout.len() == rows * cols && x.len() == rows * cols,
+        "layer_norm_backward: lengths"
+    );
     assert!(mean.len() == rows && rstd.len() == rows && weight.len() == cols);
     if rows == 0 || cols == 0 {
         return;
@@ -70,26 +87,28 @@ pub fn layer_norm_backward(
     let per = rows_per_task(rows, 16);
     if let Some(dx) = dx {
         assert_eq!(dx.len(), rows * cols, "layer_norm_backward: dx length");
-        dx.par_chunks_mut(per * cols).enumerate().for_each(|(t, dx)| {
-            for (i, dxr) in dx.chunks_exact_mut(cols).enumerate() {
-                let r = t * per + i;
-                let (m, s) = (mean[r], rstd[r]);
-                let xr = &x[r * cols..(r + 1) * cols];
-                let dr = &dout[r * cols..(r + 1) * cols];
-                let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
-                for ((&xv, &d), &w) in xr.iter().zip(dr).zip(weight) {
-                    let g = (d * w) as f64;
-                    sum_g += g;
-                    sum_gx += g * ((xv - m) * s) as f64;
+        dx.par_chunks_mut(per * cols)
+            .enumerate()
+            .for_each(|(t, dx)| {
+                for (i, dxr) in dx.chunks_exact_mut(cols).enumerate() {
+                    let r = t * per + i;
+                    let (m, s) = (mean[r], rstd[r]);
+                    let xr = &x[r * cols..(r + 1) * cols];
+                    let dr = &dout[r * cols..(r + 1) * cols];
+                    let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
+                    for ((&xv, &d), &w) in xr.iter().zip(dr).zip(weight) {
+                        let g = (d * w) as f64;
+                        sum_g += g;
+                        sum_gx += g * ((xv - m) * s) as f64;
+                    }
+                    let mean_g = (sum_g / cols as f64) as f32;
+                    let mean_gx = (sum_gx / cols as f64) as f32;
+                    for (((o, &xv), &d), &w) in dxr.iter_mut().zip(xr).zip(dr).zip(weight) {
+                        let xhat = (xv - m) * s;
+                        *o += s * (d * w - mean_g - xhat * mean_gx);
+                    }
                 }
-                let mean_g = (sum_g / cols as f64) as f32;
-                let mean_gx = (sum_gx / cols as f64) as f32;
-                for (((o, &xv), &d), &w) in dxr.iter_mut().zip(xr).zip(dr).zip(weight) {
-                    let xhat = (xv - m) * s;
-                    *o += s * (d * w - mean_g - xhat * mean_gx);
-                }
-            }
-        });
+            });
     }
     if dweight.is_none() && dbias.is_none() {
         return;

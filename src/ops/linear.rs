@@ -19,9 +19,29 @@ pub fn linear_forward(
             for row in out.chunks_exact_mut(out_features) {
                 row.copy_from_slice(bias);
             }
-            sgemm(rows, out_features, in_features, x, false, weight, true, out, true);
+            sgemm(
+                rows,
+                out_features,
+                in_features,
+                x,
+                false,
+                weight,
+                true,
+                out,
+                true,
+            );
         }
-        None => sgemm(rows, out_features, in_features, x, false, weight, true, out, false),
+        None => sgemm(
+            rows,
+            out_features,
+            in_features,
+            x,
+            false,
+            weight,
+            true,
+            out,
+            false,
+        ),
     }
 }
 
@@ -37,14 +57,38 @@ pub fn linear_backward(
     in_features: usize,
     out_features: usize,
 ) {
-    assert_eq!(dout.len(), rows * out_features, "linear_backward: dout length");
+    assert_eq!(
+        dout.len(),
+        rows * out_features,
+        "linear_backward: dout length"
+    );
     // dx += dout · W
     if let Some(dx) = dx {
-        sgemm(rows, in_features, out_features, dout, false, weight, false, dx, true);
+        sgemm(
+            rows,
+            in_features,
+            out_features,
+            dout,
+            false,
+            weight,
+            false,
+            dx,
+            true,
+        );
     }
     // dW += doutᵀ · x
     if let Some(dweight) = dweight {
-        sgemm(out_features, in_features, rows, dout, true, x, false, dweight, true);
+        sgemm(
+            out_features,
+            in_features,
+            rows,
+            dout,
+            true,
+            x,
+            false,
+            dweight,
+            true,
+        );
     }
     if let Some(dbias) = dbias {
         assert_eq!(dbias.len(), out_features, "linear_backward: dbias length");

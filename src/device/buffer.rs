@@ -1,0 +1,112 @@
+//! Device memory: one owned allocation per buffer, freed on drop by the runtime that made it.
+
+use std::alloc::Layout;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// Alignment of emulated allocations, like `cudaMalloc` (g++ emits aligned vector moves for float4).
+pub const EMU_ALIGN: usize = 256;
+
+pub(crate) enum Allocation {
+    /// Host memory standing in for device memory (emulated runtime).
+    Host { ptr: *mut u8, layout: Layout },
+    /// `cuMemAlloc` memory of a driver context (kept alive until the memory is freed).
+    Driver { dptr: u64, ctx: Arc<cudarc::driver::CudaContext> },
+}
+
+// SAFETY: the allocation is plain memory owned by this value; all access goes through &/&mut of the
+// owning DeviceBuffer, and the driver context is itself Send + Sync.
+unsafe impl Send for Allocation {}
+unsafe impl Sync for Allocation {}
+
+impl Allocation {
+    /// Host allocation of `bytes` (at least 1), 256-byte aligned, every byte set to `fill`.
+    pub(crate) fn host(bytes: usize, fill: u8) -> anyhow::Result<Allocation> {
+        let layout = Layout::from_size_align(bytes.max(1), EMU_ALIGN)?;
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        if ptr.is_null() {
+            anyhow::bail!("emulated device out of memory allocating {bytes} bytes");
+        }
+        // SAFETY: ptr is valid for layout.size() bytes.
+        unsafe { std::ptr::write_bytes(ptr, fill, layout.size()) };
+        Ok(Allocation::Host { ptr, layout })
+    }
+
+    pub(crate) fn address(&self) -> u64 {
+        match self {
+            Allocation::Host { ptr, .. } => *ptr as u64,
+            Allocation::Driver { dptr, .. } => *dptr,
+        }
+    }
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        match self {
+            // SAFETY: allocated in `host` with this layout.
+            Allocation::Host { ptr, layout } => unsafe { std::alloc::dealloc(*ptr, *layout) },
+            Allocation::Driver { dptr, ctx } => {
+                if ctx.bind_to_thread().is_ok() {
+                    // SAFETY: dptr came from malloc_sync in this context and is freed once.
+                    let _ = unsafe { cudarc::driver::result::free_sync(*dptr) };
+                }
+            }
+        }
+    }
+}
+
+/// `len` elements of `T` in device memory (emulated: host memory at the same address).
+pub struct DeviceBuffer<T> {
+    alloc: Allocation,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: bytemuck::Pod> DeviceBuffer<T> {
+    pub(crate) fn from_allocation(alloc: Allocation, len: usize) -> Self {
+        DeviceBuffer { alloc, len, _t: PhantomData }
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn bytes(&self) -> usize {
+        self.len * std::mem::size_of::<T>()
+    }
+    /// The device address (a host address for emulated buffers), as passed to kernels.
+    pub fn device_ptr(&self) -> u64 {
+        self.alloc.address()
+    }
+    /// Address of element `offset` (for kernels working on a sub-range); errors when out of range.
+    pub fn device_ptr_at(&self, offset: usize) -> anyhow::Result<u64> {
+        anyhow::ensure!(offset <= self.len, "offset {offset} beyond buffer of {} elements", self.len);
+        Ok(self.device_ptr() + (offset * std::mem::size_of::<T>()) as u64)
+    }
+    pub(crate) fn is_host(&self) -> bool {
+        matches!(self.alloc, Allocation::Host { .. })
+    }
+    /// Emulated buffers only: the memory as a host slice.
+    pub(crate) fn host_slice(&self) -> Option<&[T]> {
+        match &self.alloc {
+            // SAFETY: len elements were allocated and initialised (bytes set on allocation).
+            Allocation::Host { ptr, .. } => Some(unsafe { std::slice::from_raw_parts(*ptr as *const T, self.len) }),
+            Allocation::Driver { .. } => None,
+        }
+    }
+    pub(crate) fn host_slice_mut(&mut self) -> Option<&mut [T]> {
+        match &self.alloc {
+            // SAFETY: as above, and &mut self guarantees exclusive access.
+            Allocation::Host { ptr, .. } => Some(unsafe { std::slice::from_raw_parts_mut(*ptr as *mut T, self.len) }),
+            Allocation::Driver { .. } => None,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for DeviceBuffer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceBuffer<{}>[{}] @ {:#x}", std::any::type_name::<T>(), self.len, self.alloc.address())
+    }
+}

@@ -1,0 +1,142 @@
+//! The CUDA device: one launcher in front of two runtimes, the real driver and the host emulator.
+
+use std::sync::Arc;
+
+use anyhow::{ensure, Result};
+
+use super::buffer::{Allocation, DeviceBuffer};
+use super::driver::DriverRuntime;
+use super::emulated::{EmuRuntime, Schedule};
+use super::kernel::{Kernel, KernelArgs, LaunchConfig};
+
+enum Runtime {
+    Driver(DriverRuntime),
+    Emulated(EmuRuntime),
+}
+
+/// A CUDA device; cheap to clone (shared runtime).
+#[derive(Clone)]
+pub struct CudaDevice {
+    rt: Arc<Runtime>,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl CudaDevice {
+    /// GPU `ordinal` through the driver; a clear error (never a panic) without driver or GPU.
+    pub fn driver(ordinal: usize) -> Result<CudaDevice> {
+        Ok(CudaDevice { rt: Arc::new(Runtime::Driver(DriverRuntime::new(ordinal)?)) })
+    }
+
+    /// The host emulator, scheduling order from `CULTUREMERT_EMU_SCHEDULE` (default forward).
+    pub fn emulated() -> Result<CudaDevice> {
+        Ok(CudaDevice::emulated_with(Schedule::from_env()?))
+    }
+
+    pub fn emulated_with(schedule: Schedule) -> CudaDevice {
+        CudaDevice { rt: Arc::new(Runtime::Emulated(EmuRuntime { schedule })) }
+    }
+
+    pub fn is_emulated(&self) -> bool {
+        matches!(*self.rt, Runtime::Emulated(_))
+    }
+
+    pub fn name(&self) -> String {
+        match &*self.rt {
+            Runtime::Driver(d) => format!("cuda ({}, sm_{})", d.name, d.arch),
+            Runtime::Emulated(e) => format!("emu ({:?} schedule)", e.schedule),
+        }
+    }
+
+    /// Compute capability as major*10+minor; None for the emulator.
+    pub fn arch(&self) -> Option<u32> {
+        match &*self.rt {
+            Runtime::Driver(d) => Some(d.arch),
+            Runtime::Emulated(_) => None,
+        }
+    }
+
+    fn alloc_filled<T: bytemuck::Pod>(&self, len: usize, zero: bool) -> Result<DeviceBuffer<T>> {
+        match &*self.rt {
+            Runtime::Driver(d) => d.alloc(len, zero),
+            // Uninitialised emulated memory is 0xFF bytes (NaN as f32), so reads of it show.
+            Runtime::Emulated(_) => Ok(DeviceBuffer::from_allocation(
+                Allocation::host(len * std::mem::size_of::<T>(), if zero { 0 } else { 0xff })?,
+                len,
+            )),
+        }
+    }
+
+    /// `len` elements, contents unspecified (poisoned with 0xFF bytes on the emulator).
+    pub fn alloc<T: bytemuck::Pod>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        self.alloc_filled(len, false)
+    }
+
+    pub fn alloc_zeros<T: bytemuck::Pod>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        self.alloc_filled(len, true)
+    }
+
+    /// A new buffer holding a copy of `src`.
+    pub fn htod<T: bytemuck::Pod>(&self, src: &[T]) -> Result<DeviceBuffer<T>> {
+        let mut b = self.alloc(src.len())?;
+        self.copy_htod(src, &mut b)?;
+        Ok(b)
+    }
+
+    pub fn copy_htod<T: bytemuck::Pod>(&self, src: &[T], dst: &mut DeviceBuffer<T>) -> Result<()> {
+        ensure!(src.len() == dst.len(), "copy of {} elements into a buffer of {}", src.len(), dst.len());
+        self.check_owner(dst)?;
+        match &*self.rt {
+            Runtime::Driver(d) => d.htod(src, dst),
+            Runtime::Emulated(_) => {
+                dst.host_slice_mut().expect("emulated buffer").copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
+
+    /// Copies the whole buffer back (synchronises first).
+    pub fn dtoh<T: bytemuck::Pod>(&self, src: &DeviceBuffer<T>) -> Result<Vec<T>> {
+        let mut v = vec![T::zeroed(); src.len()];
+        self.copy_dtoh(src, &mut v)?;
+        Ok(v)
+    }
+
+    pub fn copy_dtoh<T: bytemuck::Pod>(&self, src: &DeviceBuffer<T>, dst: &mut [T]) -> Result<()> {
+        ensure!(src.len() == dst.len(), "copy of {} elements into a slice of {}", src.len(), dst.len());
+        self.check_owner(src)?;
+        match &*self.rt {
+            Runtime::Driver(d) => d.dtoh(src, dst),
+            Runtime::Emulated(_) => {
+                dst.copy_from_slice(src.host_slice().expect("emulated buffer"));
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for every launched kernel (a no-op on the emulator, whose launches are synchronous).
+    pub fn synchronize(&self) -> Result<()> {
+        match &*self.rt {
+            Runtime::Driver(d) => d.synchronize(),
+            Runtime::Emulated(_) => Ok(()),
+        }
+    }
+
+    /// Launches `kernel` with one configuration and argument array for either runtime.
+    pub fn launch(&self, kernel: &Kernel, cfg: LaunchConfig, args: KernelArgs<'_>) -> Result<()> {
+        cfg.validate(kernel)?;
+        match &*self.rt {
+            Runtime::Driver(d) => d.launch(kernel, &cfg, &args),
+            Runtime::Emulated(e) => e.launch(kernel, &cfg, &args),
+        }
+    }
+
+    fn check_owner<T: bytemuck::Pod>(&self, b: &DeviceBuffer<T>) -> Result<()> {
+        ensure!(b.is_host() == self.is_emulated(), "buffer {b:?} belongs to another CUDA runtime");
+        Ok(())
+    }
+}
