@@ -159,7 +159,7 @@ fn mixdown_is_channel_mean() {
             mono[i]
         );
     }
-    assert_eq!(mix_to_mono(&[l.clone()]), l);
+    assert_eq!(mix_to_mono(std::slice::from_ref(&l)), l);
 }
 
 #[test]
@@ -188,6 +188,7 @@ fn load_mono_resamples_to_target_rate() {
 fn assert_err_names(p: &Path, needle: &str) {
     let err = load_mono(p, 24000).expect_err("expected an error");
     let msg = format!("{err:#}");
+    eprintln!("{msg}");
     assert!(
         msg.contains(&p.display().to_string()),
         "no file name in: {msg}"
@@ -218,7 +219,7 @@ fn errors_name_the_file() {
     let mut bytes = b"RIFF\x40\x00\x00\x00WAVE".to_vec();
     bytes.extend((0..56u8).map(|i| i.wrapping_mul(37)));
     assert_err_names(&write_bytes("corrupt.wav", &bytes), "cannot read WAV");
-    // Unsupported: 12-bit float does not exist.
+    // Unsupported: 64-bit float WAV.
     let bad = wav_bytes(3, 1, 8000, 64, &[0u8; 16]);
     let p = write_bytes("float64.wav", &bad);
     let err = format!(

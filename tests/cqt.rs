@@ -189,8 +189,8 @@ fn fft_cqt_matches_direct_time_domain_evaluation() {
             }
         }
         eprintln!("{name}: FFT CQT vs direct f64: max abs {abs_err:.3e}, max rel-to-frame-max {rel_err:.3e}");
-        // sparsity threshold 1e-5 on each kernel spectrum (+ f32 output rounding)
-        assert!(rel_err < 2e-5, "{name}: rel err {rel_err:e}");
+        // sparsity threshold 1e-6 on each kernel spectrum (+ f32 output rounding): measured <= 1.8e-6
+        assert!(rel_err < 5e-6, "{name}: rel err {rel_err:e}");
     }
 }
 
@@ -221,7 +221,9 @@ fn fft_cqt_matches_nnaudio_golden() {
              max rel-to-frame-max {rel_err:.3e}",
             audio.len()
         );
-        assert!(rel_err < 1e-4, "{name}: rel err {rel_err:e}");
+        // nnAudio's own f32 convolution differs from its f64 run by up to 4.1e-6 of the frame max
+        // (printed by make_golden_cqt.py); measured here <= 4.0e-6
+        assert!(rel_err < 2e-5, "{name}: rel err {rel_err:e}");
     }
 }
 
@@ -276,11 +278,60 @@ fn threshold_sweep() {
             }
         }
         for j in 0..173 {
-            let fmax = want[j * 336..(j + 1) * 336].iter().cloned().fold(0.0f32, f32::max) as f64;
+            let fmax = want[j * 336..(j + 1) * 336]
+                .iter()
+                .cloned()
+                .fold(0.0f32, f32::max) as f64;
             for k in 0..336 {
                 rn = rn.max((got[j * 336 + k] - want[j * 336 + k]).abs() as f64 / fmax);
             }
         }
         eprintln!("th {th:e}: coeffs {} build {b:?} 5s {f5:?}; rel err vs direct {rd:.2e}, vs nnAudio {rn:.2e}", p.stored_coefficients());
     }
+}
+
+#[test]
+fn cli_writes_one_tensor_per_input_named_by_stem() {
+    use culturemert_raw::audio::wav::write_wav_f32;
+    let dir = std::env::temp_dir().join(format!("cqt-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let a: Vec<f32> = (0..7000)
+        .map(|n| (2.0 * PI * 440.0 * n as f64 / 24000.0).sin() as f32 * 0.5)
+        .collect();
+    let b: Vec<f32> = noise(4321, 3).iter().map(|&v| v as f32 * 0.1).collect();
+    let (pa, pb) = (dir.join("song.wav"), dir.join("sub").join("other.take.wav"));
+    write_wav_f32(&pa, &a, 24000).unwrap();
+    write_wav_f32(&pb, &b, 24000).unwrap();
+    let out = dir.join("out.safetensors");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_culturemert-raw"))
+        .args(["cqt", "--out"])
+        .arg(&out)
+        .arg(&pa)
+        .arg(&pb)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    assert_eq!(names, vec!["other.take", "song"]);
+    for (name, audio) in [("song", &a), ("other.take", &b)] {
+        let (shape, got) = read_f32(&st, name);
+        let (frames, want) = plan().forward(audio);
+        assert_eq!(shape, vec![frames, 336]);
+        assert_eq!(got, want, "{name}");
+    }
+    // a second file with the same stem is refused before anything is written
+    let dup = std::process::Command::new(env!("CARGO_BIN_EXE_culturemert-raw"))
+        .args(["cqt", "--out"])
+        .arg(dir.join("dup.safetensors"))
+        .arg(&pa)
+        .arg(dir.join("sub").join("song.wav"))
+        .output()
+        .unwrap();
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("`song`"));
+    assert!(!dir.join("dup.safetensors").exists());
+    std::fs::remove_dir_all(&dir).ok();
 }

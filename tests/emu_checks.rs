@@ -12,14 +12,24 @@ fn dev(order: Schedule) -> CudaDevice {
 }
 
 /// Launches a one-output-buffer kernel and returns the error message (the launch must fail).
-fn launch_err(order: Schedule, kernel: &culturemert_raw::device::Kernel, grid: u32, block: u32) -> String {
+fn launch_err(
+    order: Schedule,
+    kernel: &culturemert_raw::device::Kernel,
+    grid: u32,
+    block: u32,
+) -> String {
     let d = dev(order);
     let mut out = d.alloc_zeros::<f32>((grid * block) as usize).unwrap();
     let cfg = LaunchConfig::new((grid, 1, 1), (block, 1, 1));
-    let e = d.launch(kernel, cfg, KernelArgs::new().buf_mut(&mut out)).expect_err("the emulator must reject this kernel");
+    let e = d
+        .launch(kernel, cfg, KernelArgs::new().buf_mut(&mut out))
+        .expect_err("the emulator must reject this kernel");
     let msg = format!("{e:#}");
     println!("{order:?}: {msg}");
-    assert!(msg.contains(kernel.name), "error must name the kernel: {msg}");
+    assert!(
+        msg.contains(kernel.name),
+        "error must name the kernel: {msg}"
+    );
     msg
 }
 
@@ -34,11 +44,19 @@ fn missing_syncthreads_is_caught_under_both_orders() {
         let x = d.htod(&input).unwrap();
         let mut out = d.alloc_zeros::<f32>(n).unwrap();
         let cfg = LaunchConfig::new((2, 1, 1), (64, 1, 1));
-        d.launch(&k::BROKEN_MISSING_SYNC, cfg, KernelArgs::new().buf_mut(&mut out).buf(&x).i32(n as i32)).unwrap();
+        d.launch(
+            &k::BROKEN_MISSING_SYNC,
+            cfg,
+            KernelArgs::new().buf_mut(&mut out).buf(&x).i32(n as i32),
+        )
+        .unwrap();
         let got = d.dtoh(&out).unwrap();
         let nan = got.iter().filter(|v| v.is_nan()).count();
         println!("{order:?}: {nan} of {n} outputs read unwritten shared memory");
-        assert!(nan > 0, "{order:?}: missing __syncthreads went unnoticed: {got:?}");
+        assert!(
+            nan > 0,
+            "{order:?}: missing __syncthreads went unnoticed: {got:?}"
+        );
     }
 }
 
@@ -51,11 +69,19 @@ fn out_of_bounds_dynamic_shared_read_is_poisoned() {
     let x = d.htod(&input).unwrap();
     let mut out = d.alloc_zeros::<f32>(n).unwrap();
     let cfg = LaunchConfig::new((3, 1, 1), (block, 1, 1)).with_shared(block * 4);
-    d.launch(&k::BROKEN_OOB_SHARED, cfg, KernelArgs::new().buf_mut(&mut out).buf(&x).i32(n as i32)).unwrap();
+    d.launch(
+        &k::BROKEN_OOB_SHARED,
+        cfg,
+        KernelArgs::new().buf_mut(&mut out).buf(&x).i32(n as i32),
+    )
+    .unwrap();
     let got = d.dtoh(&out).unwrap();
     for (i, v) in got.iter().enumerate() {
         if i % block as usize == block as usize - 1 {
-            assert!(v.is_nan(), "out-of-bounds read at {i} gave {v}, expected poison");
+            assert!(
+                v.is_nan(),
+                "out-of-bounds read at {i} gave {v}, expected poison"
+            );
         } else {
             assert_eq!(*v, (2 * i + 1) as f32, "in-bounds result at {i}");
         }
@@ -66,7 +92,10 @@ fn out_of_bounds_dynamic_shared_read_is_poisoned() {
 fn divergent_barrier_is_an_error() {
     for order in [Schedule::Forward, Schedule::Reverse] {
         let msg = launch_err(order, &k::BROKEN_DIVERGENT_BARRIER, 1, 64);
-        assert!(msg.contains("divergent __syncthreads") && msg.contains("emu_checks.cu:"), "{msg}");
+        assert!(
+            msg.contains("divergent __syncthreads") && msg.contains("emu_checks.cu:"),
+            "{msg}"
+        );
     }
 }
 
@@ -74,7 +103,10 @@ fn divergent_barrier_is_an_error() {
 fn deadlock_is_an_error_not_a_hang() {
     for order in [Schedule::Forward, Schedule::Reverse] {
         let msg = launch_err(order, &k::BROKEN_DEADLOCK, 1, 64);
-        assert!(msg.contains("deadlock") && msg.contains("thread (0,0,0) waits at __syncwarp"), "{msg}");
+        assert!(
+            msg.contains("deadlock") && msg.contains("thread (0,0,0) waits at __syncwarp"),
+            "{msg}"
+        );
     }
 }
 
@@ -83,28 +115,52 @@ fn barrier_after_early_exit_is_an_error() {
     let d = dev(Schedule::Forward);
     let mut out = d.alloc_zeros::<f32>(64).unwrap();
     let cfg = LaunchConfig::new((1, 1, 1), (64, 1, 1));
-    let e = d.launch(&k::BROKEN_BARRIER_AFTER_EXIT, cfg, KernelArgs::new().buf_mut(&mut out).i32(40)).unwrap_err();
+    let e = d
+        .launch(
+            &k::BROKEN_BARRIER_AFTER_EXIT,
+            cfg,
+            KernelArgs::new().buf_mut(&mut out).i32(40),
+        )
+        .unwrap_err();
     let msg = format!("{e:#}");
     println!("{msg}");
-    assert!(msg.contains("broken_barrier_after_exit") && msg.contains("exited"), "{msg}");
+    assert!(
+        msg.contains("broken_barrier_after_exit") && msg.contains("exited"),
+        "{msg}"
+    );
     // Reverse order: the exiting threads (63..40) run first, then thread 39 reaches the barrier.
     let d = dev(Schedule::Reverse);
-    let e = d.launch(&k::BROKEN_BARRIER_AFTER_EXIT, cfg, KernelArgs::new().buf_mut(&mut out).i32(40)).unwrap_err();
+    let e = d
+        .launch(
+            &k::BROKEN_BARRIER_AFTER_EXIT,
+            cfg,
+            KernelArgs::new().buf_mut(&mut out).i32(40),
+        )
+        .unwrap_err();
     let msg = format!("{e:#}");
     println!("{msg}");
-    assert!(msg.contains("reached by thread (39,0,0)") && msg.contains("after 24 thread(s)"), "{msg}");
+    assert!(
+        msg.contains("reached by thread (39,0,0)") && msg.contains("after 24 thread(s)"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn shuffle_from_non_participating_lane_is_an_error() {
     let msg = launch_err(Schedule::Forward, &k::BROKEN_SHFL_NONPARTICIPATING, 1, 32);
-    assert!(msg.contains("reads lane 16 which is not in the mask 0x0000ffff"), "{msg}");
+    assert!(
+        msg.contains("reads lane 16 which is not in the mask 0x0000ffff"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn trap_names_block_and_thread() {
     let msg = launch_err(Schedule::Forward, &k::BROKEN_TRAP, 3, 32);
-    assert!(msg.contains("__trap()") && msg.contains("thread (5,0,0) of block (1,0,0)"), "{msg}");
+    assert!(
+        msg.contains("__trap()") && msg.contains("thread (5,0,0) of block (1,0,0)"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -115,8 +171,16 @@ fn warp_shuffles_and_votes_follow_ptx_rules() {
         let seg = lane & !7;
         let o = &mut want[lane as usize * 8..][..8];
         o[0] = (seg + 3) * 10;
-        o[1] = if lane - 2 >= seg { (lane - 2) * 10 } else { lane * 10 };
-        o[2] = if lane + 3 < seg + 8 { (lane + 3) * 10 } else { lane * 10 };
+        o[1] = if lane - 2 >= seg {
+            (lane - 2) * 10
+        } else {
+            lane * 10
+        };
+        o[2] = if lane + 3 < seg + 8 {
+            (lane + 3) * 10
+        } else {
+            lane * 10
+        };
         o[3] = (lane ^ 5) * 10;
         o[4] = (0..32).filter(|l| l % 3 == 0).fold(0u32, |m, l| m | 1 << l) as i32;
         o[5] = 1;
@@ -126,8 +190,12 @@ fn warp_shuffles_and_votes_follow_ptx_rules() {
     for order in [Schedule::Forward, Schedule::Reverse, Schedule::Random(3)] {
         let d = dev(order);
         let mut out = d.alloc_zeros::<i32>(32 * 8).unwrap();
-        d.launch(&k::PROBE_WARP_OPS, LaunchConfig::new((1, 1, 1), (32, 1, 1)), KernelArgs::new().buf_mut(&mut out))
-            .unwrap();
+        d.launch(
+            &k::PROBE_WARP_OPS,
+            LaunchConfig::new((1, 1, 1), (32, 1, 1)),
+            KernelArgs::new().buf_mut(&mut out),
+        )
+        .unwrap();
         assert_eq!(d.dtoh(&out).unwrap(), want, "{order:?}");
     }
 }
@@ -140,10 +208,18 @@ fn fiber_switch_cost() {
     let mut out = d.alloc_zeros::<i32>(blocks as usize).unwrap();
     let cfg = LaunchConfig::new((blocks, 1, 1), (threads, 1, 1));
     let t = Instant::now();
-    d.launch(&k::PROBE_BARRIER_LOOP, cfg, KernelArgs::new().buf_mut(&mut out).i32(iters)).unwrap();
+    d.launch(
+        &k::PROBE_BARRIER_LOOP,
+        cfg,
+        KernelArgs::new().buf_mut(&mut out).i32(iters),
+    )
+    .unwrap();
     let secs = t.elapsed().as_secs_f64();
     let switches = blocks as f64 * threads as f64 * iters as f64;
-    println!("fiber round trip (resume + yield at a barrier): {:.1} ns", secs * 1e9 / switches);
+    println!(
+        "fiber round trip (resume + yield at a barrier): {:.1} ns",
+        secs * 1e9 / switches
+    );
     let s = iters * (iters - 1) / 2;
     assert_eq!(d.dtoh(&out).unwrap(), vec![s; blocks as usize]);
 }

@@ -64,11 +64,20 @@ fn gemm_all_variants_with_bias_and_accumulate() {
                         *w += bias[i % n];
                     }
                 }
-                let (da, db, dbias) = (dev.htod(&a).unwrap(), dev.htod(&b).unwrap(), dev.htod(&bias).unwrap());
+                let (da, db, dbias) = (
+                    dev.htod(&a).unwrap(),
+                    dev.htod(&b).unwrap(),
+                    dev.htod(&bias).unwrap(),
+                );
                 let mut dc = dev.htod(&c0).unwrap();
                 let bias_arg = if with_bias { Some(&dbias) } else { None };
-                gemm::sgemm(&dev, m, n, k, &da, a_trans, &db, b_trans, bias_arg, &mut dc, accumulate).unwrap();
-                let what = format!("gemm {order:?} ta={a_trans} tb={b_trans} acc={accumulate} bias={with_bias}");
+                gemm::sgemm(
+                    &dev, m, n, k, &da, a_trans, &db, b_trans, bias_arg, &mut dc, accumulate,
+                )
+                .unwrap();
+                let what = format!(
+                    "gemm {order:?} ta={a_trans} tb={b_trans} acc={accumulate} bias={with_bias}"
+                );
                 assert_close(&what, &dev.dtoh(&dc).unwrap(), &want, gemm_tol(k));
             }
         }
@@ -86,7 +95,12 @@ fn gemm_larger_than_one_tile_in_every_dim() {
     let (da, db) = (dev.htod(&a).unwrap(), dev.htod(&b).unwrap());
     let mut dc = dev.alloc::<f32>(m * n).unwrap();
     gemm::sgemm(&dev, m, n, k, &da, false, &db, true, None, &mut dc, false).unwrap();
-    assert_close("gemm 130x67x70 nt", &dev.dtoh(&dc).unwrap(), &want, gemm_tol(k));
+    assert_close(
+        "gemm 130x67x70 nt",
+        &dev.dtoh(&dc).unwrap(),
+        &want,
+        gemm_tol(k),
+    );
 }
 
 #[test]
@@ -97,22 +111,77 @@ fn linear_forward_and_backward() {
     let bias = random(outf, 12, -1.0, 1.0);
     let dout = random(rows * outf, 13, -1.0, 1.0);
     // Gradients start non-zero: backward must accumulate.
-    let (dx0, dw0, db0) = (random(rows * inf, 14, -1.0, 1.0), random(outf * inf, 15, -1.0, 1.0), random(outf, 16, -1.0, 1.0));
+    let (dx0, dw0, db0) = (
+        random(rows * inf, 14, -1.0, 1.0),
+        random(outf * inf, 15, -1.0, 1.0),
+        random(outf, 16, -1.0, 1.0),
+    );
     let mut out = vec![0.0; rows * outf];
     ops::linear::linear_forward(&mut out, &x, &w, Some(&bias), rows, inf, outf);
     let (mut dx, mut dw, mut db) = (dx0.clone(), dw0.clone(), db0.clone());
-    ops::linear::linear_backward(Some(&mut dx), Some(&mut dw), Some(&mut db), &dout, &x, &w, rows, inf, outf);
+    ops::linear::linear_backward(
+        Some(&mut dx),
+        Some(&mut dw),
+        Some(&mut db),
+        &dout,
+        &x,
+        &w,
+        rows,
+        inf,
+        outf,
+    );
     for order in [Schedule::Forward, Schedule::Reverse] {
         let dev = CudaDevice::emulated_with(order);
-        let (gx, gw, gb, gdout) = (dev.htod(&x).unwrap(), dev.htod(&w).unwrap(), dev.htod(&bias).unwrap(), dev.htod(&dout).unwrap());
+        let (gx, gw, gb, gdout) = (
+            dev.htod(&x).unwrap(),
+            dev.htod(&w).unwrap(),
+            dev.htod(&bias).unwrap(),
+            dev.htod(&dout).unwrap(),
+        );
         let mut gout = dev.alloc::<f32>(rows * outf).unwrap();
         gemm::linear_forward(&dev, &mut gout, &gx, &gw, Some(&gb), rows, inf, outf).unwrap();
-        assert_close(&format!("linear fwd {order:?}"), &dev.dtoh(&gout).unwrap(), &out, gemm_tol(inf));
-        let (mut gdx, mut gdw, mut gdb) = (dev.htod(&dx0).unwrap(), dev.htod(&dw0).unwrap(), dev.htod(&db0).unwrap());
-        gemm::linear_backward(&dev, Some(&mut gdx), Some(&mut gdw), Some(&mut gdb), &gdout, &gx, &gw, rows, inf, outf).unwrap();
-        assert_close(&format!("linear dx {order:?}"), &dev.dtoh(&gdx).unwrap(), &dx, gemm_tol(outf));
-        assert_close(&format!("linear dw {order:?}"), &dev.dtoh(&gdw).unwrap(), &dw, gemm_tol(rows));
-        assert_close(&format!("linear db {order:?}"), &dev.dtoh(&gdb).unwrap(), &db, gemm_tol(rows));
+        assert_close(
+            &format!("linear fwd {order:?}"),
+            &dev.dtoh(&gout).unwrap(),
+            &out,
+            gemm_tol(inf),
+        );
+        let (mut gdx, mut gdw, mut gdb) = (
+            dev.htod(&dx0).unwrap(),
+            dev.htod(&dw0).unwrap(),
+            dev.htod(&db0).unwrap(),
+        );
+        gemm::linear_backward(
+            &dev,
+            Some(&mut gdx),
+            Some(&mut gdw),
+            Some(&mut gdb),
+            &gdout,
+            &gx,
+            &gw,
+            rows,
+            inf,
+            outf,
+        )
+        .unwrap();
+        assert_close(
+            &format!("linear dx {order:?}"),
+            &dev.dtoh(&gdx).unwrap(),
+            &dx,
+            gemm_tol(outf),
+        );
+        assert_close(
+            &format!("linear dw {order:?}"),
+            &dev.dtoh(&gdw).unwrap(),
+            &dw,
+            gemm_tol(rows),
+        );
+        assert_close(
+            &format!("linear db {order:?}"),
+            &dev.dtoh(&gdb).unwrap(),
+            &db,
+            gemm_tol(rows),
+        );
     }
 }
 
@@ -123,31 +192,123 @@ fn layer_norm_forward_and_backward() {
     let w = random(cols, 21, 0.5, 1.5);
     let b = random(cols, 22, -0.5, 0.5);
     let dout = random(rows * cols, 23, -1.0, 1.0);
-    let (dx0, dw0, db0) = (random(rows * cols, 24, -1.0, 1.0), random(cols, 25, -1.0, 1.0), random(cols, 26, -1.0, 1.0));
+    let (dx0, dw0, db0) = (
+        random(rows * cols, 24, -1.0, 1.0),
+        random(cols, 25, -1.0, 1.0),
+        random(cols, 26, -1.0, 1.0),
+    );
     let (mut out, mut mean, mut rstd) = (vec![0.0; rows * cols], vec![0.0; rows], vec![0.0; rows]);
-    ops::layer_norm::layer_norm_forward(&mut out, &mut mean, &mut rstd, &x, &w, &b, rows, cols, eps);
+    ops::layer_norm::layer_norm_forward(
+        &mut out, &mut mean, &mut rstd, &x, &w, &b, rows, cols, eps,
+    );
     let (mut dx, mut dw, mut db) = (dx0.clone(), dw0.clone(), db0.clone());
-    ops::layer_norm::layer_norm_backward(Some(&mut dx), Some(&mut dw), Some(&mut db), &dout, &x, &w, &mean, &rstd, rows, cols);
+    ops::layer_norm::layer_norm_backward(
+        Some(&mut dx),
+        Some(&mut dw),
+        Some(&mut db),
+        &dout,
+        &x,
+        &w,
+        &mean,
+        &rstd,
+        rows,
+        cols,
+    );
     for order in ORDERS {
         let dev = CudaDevice::emulated_with(order);
-        let (gx, gw, gb, gdout) = (dev.htod(&x).unwrap(), dev.htod(&w).unwrap(), dev.htod(&b).unwrap(), dev.htod(&dout).unwrap());
+        let (gx, gw, gb, gdout) = (
+            dev.htod(&x).unwrap(),
+            dev.htod(&w).unwrap(),
+            dev.htod(&b).unwrap(),
+            dev.htod(&dout).unwrap(),
+        );
         let mut gout = dev.alloc::<f32>(rows * cols).unwrap();
-        let (mut gmean, mut grstd) = (dev.alloc::<f32>(rows).unwrap(), dev.alloc::<f32>(rows).unwrap());
-        layer_norm::layer_norm_forward(&dev, &mut gout, &mut gmean, &mut grstd, &gx, &gw, &gb, rows, cols, eps).unwrap();
+        let (mut gmean, mut grstd) = (
+            dev.alloc::<f32>(rows).unwrap(),
+            dev.alloc::<f32>(rows).unwrap(),
+        );
+        layer_norm::layer_norm_forward(
+            &dev, &mut gout, &mut gmean, &mut grstd, &gx, &gw, &gb, rows, cols, eps,
+        )
+        .unwrap();
         let tol = gemm_tol(cols);
-        assert_close(&format!("layer_norm out {order:?}"), &dev.dtoh(&gout).unwrap(), &out, tol);
-        assert_close(&format!("layer_norm mean {order:?}"), &dev.dtoh(&gmean).unwrap(), &mean, tol);
-        assert_close(&format!("layer_norm rstd {order:?}"), &dev.dtoh(&grstd).unwrap(), &rstd, tol);
-        let (mut gdx, mut gdw, mut gdb) = (dev.htod(&dx0).unwrap(), dev.htod(&dw0).unwrap(), dev.htod(&db0).unwrap());
-        layer_norm::layer_norm_backward(&dev, Some(&mut gdx), Some(&mut gdw), Some(&mut gdb), &gdout, &gx, &gw, &gmean, &grstd, rows, cols)
-            .unwrap();
-        assert_close(&format!("layer_norm dx {order:?}"), &dev.dtoh(&gdx).unwrap(), &dx, tol);
-        assert_close(&format!("layer_norm dw {order:?}"), &dev.dtoh(&gdw).unwrap(), &dw, gemm_tol(rows));
-        assert_close(&format!("layer_norm db {order:?}"), &dev.dtoh(&gdb).unwrap(), &db, gemm_tol(rows));
+        assert_close(
+            &format!("layer_norm out {order:?}"),
+            &dev.dtoh(&gout).unwrap(),
+            &out,
+            tol,
+        );
+        assert_close(
+            &format!("layer_norm mean {order:?}"),
+            &dev.dtoh(&gmean).unwrap(),
+            &mean,
+            tol,
+        );
+        assert_close(
+            &format!("layer_norm rstd {order:?}"),
+            &dev.dtoh(&grstd).unwrap(),
+            &rstd,
+            tol,
+        );
+        let (mut gdx, mut gdw, mut gdb) = (
+            dev.htod(&dx0).unwrap(),
+            dev.htod(&dw0).unwrap(),
+            dev.htod(&db0).unwrap(),
+        );
+        layer_norm::layer_norm_backward(
+            &dev,
+            Some(&mut gdx),
+            Some(&mut gdw),
+            Some(&mut gdb),
+            &gdout,
+            &gx,
+            &gw,
+            &gmean,
+            &grstd,
+            rows,
+            cols,
+        )
+        .unwrap();
+        assert_close(
+            &format!("layer_norm dx {order:?}"),
+            &dev.dtoh(&gdx).unwrap(),
+            &dx,
+            tol,
+        );
+        assert_close(
+            &format!("layer_norm dw {order:?}"),
+            &dev.dtoh(&gdw).unwrap(),
+            &dw,
+            gemm_tol(rows),
+        );
+        assert_close(
+            &format!("layer_norm db {order:?}"),
+            &dev.dtoh(&gdb).unwrap(),
+            &db,
+            gemm_tol(rows),
+        );
         // Only dbias wanted: dx and dweight untouched.
         let mut gdb2 = dev.htod(&db0).unwrap();
-        layer_norm::layer_norm_backward(&dev, None, None, Some(&mut gdb2), &gdout, &gx, &gw, &gmean, &grstd, rows, cols).unwrap();
-        assert_close(&format!("layer_norm db only {order:?}"), &dev.dtoh(&gdb2).unwrap(), &db, gemm_tol(rows));
+        layer_norm::layer_norm_backward(
+            &dev,
+            None,
+            None,
+            Some(&mut gdb2),
+            &gdout,
+            &gx,
+            &gw,
+            &gmean,
+            &grstd,
+            rows,
+            cols,
+        )
+        .unwrap();
+        assert_close(
+            &format!("layer_norm db only {order:?}"),
+            &dev.dtoh(&gdb2).unwrap(),
+            &db,
+            gemm_tol(rows),
+        );
     }
 }
 
@@ -167,10 +328,20 @@ fn gelu_forward_and_backward() {
         let mut gout = dev.alloc::<f32>(n).unwrap();
         gelu::gelu_forward(&dev, &mut gout, &gx).unwrap();
         // erff (glibc) vs the oracle's erf: both within ~1 ulp, a few ulps after the products.
-        assert_close(&format!("gelu fwd {order:?}"), &dev.dtoh(&gout).unwrap(), &out, 8.0 * f32::EPSILON);
+        assert_close(
+            &format!("gelu fwd {order:?}"),
+            &dev.dtoh(&gout).unwrap(),
+            &out,
+            8.0 * f32::EPSILON,
+        );
         let mut gdx = dev.htod(&dx0).unwrap();
         gelu::gelu_backward(&dev, &mut gdx, &gdout, &gx).unwrap();
-        assert_close(&format!("gelu bwd {order:?}"), &dev.dtoh(&gdx).unwrap(), &dx, 8.0 * f32::EPSILON);
+        assert_close(
+            &format!("gelu bwd {order:?}"),
+            &dev.dtoh(&gdx).unwrap(),
+            &dx,
+            8.0 * f32::EPSILON,
+        );
     }
 }
 
@@ -195,8 +366,17 @@ fn add_and_scale_are_exact() {
 #[test]
 fn global_norm_is_exact_enough_and_deterministic() {
     let lens = [1usize, 33, 1037, 70_001];
-    let tensors: Vec<Vec<f32>> = lens.iter().enumerate().map(|(i, &l)| random(l, 50 + i as u64, -1.0, 1.0)).collect();
-    let want = tensors.iter().flatten().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt();
+    let tensors: Vec<Vec<f32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| random(l, 50 + i as u64, -1.0, 1.0))
+        .collect();
+    let want = tensors
+        .iter()
+        .flatten()
+        .map(|&v| v as f64 * v as f64)
+        .sum::<f64>()
+        .sqrt();
     let mut results = Vec::new();
     for order in ORDERS {
         let dev = CudaDevice::emulated_with(order);
@@ -207,9 +387,16 @@ fn global_norm_is_exact_enough_and_deterministic() {
         println!("global_norm {order:?}: {got} vs f64 {want}, rel err {rel:.2e}");
         assert!(rel < 1e-5, "global norm {got} vs {want}");
         results.push(got.to_bits());
-        assert_eq!(reduce::global_norm(&dev, &refs).unwrap().to_bits(), got.to_bits(), "run to run");
+        assert_eq!(
+            reduce::global_norm(&dev, &refs).unwrap().to_bits(),
+            got.to_bits(),
+            "run to run"
+        );
     }
-    assert!(results.iter().all(|&r| r == results[0]), "scheduling order changed the norm: {results:?}");
+    assert!(
+        results.iter().all(|&r| r == results[0]),
+        "scheduling order changed the norm: {results:?}"
+    );
 }
 
 #[test]
@@ -227,7 +414,12 @@ fn column_sum_matches_rows_in_order() {
     let gx = dev.htod(&x).unwrap();
     let mut out = dev.htod(&out0).unwrap();
     reduce::column_sum(&dev, &mut out, &gx, rows, cols, true).unwrap();
-    assert_close("column_sum", &dev.dtoh(&out).unwrap(), &want, gemm_tol(rows));
+    assert_close(
+        "column_sum",
+        &dev.dtoh(&out).unwrap(),
+        &want,
+        gemm_tol(rows),
+    );
 }
 
 #[test]
@@ -238,14 +430,20 @@ fn launches_are_validated_like_the_driver() {
     let k = &culturemert_raw::cuda::registry::SCALE_F32;
     let args = || culturemert_raw::device::KernelArgs::new();
     let too_big = LaunchConfig::new((1, 1, 1), (1025, 1, 1));
-    let e = dev.launch(k, too_big, args().buf_mut(&mut out).buf(&x).f32(1.0).i64(8)).unwrap_err();
+    let e = dev
+        .launch(k, too_big, args().buf_mut(&mut out).buf(&x).f32(1.0).i64(8))
+        .unwrap_err();
     assert!(e.to_string().contains("1024"), "{e}");
     let mut smem = LaunchConfig::new((1, 1, 1), (32, 1, 1));
     smem.shared_bytes = 64 * 1024;
-    let e = dev.launch(k, smem, args().buf_mut(&mut out).buf(&x).f32(1.0).i64(8)).unwrap_err();
+    let e = dev
+        .launch(k, smem, args().buf_mut(&mut out).buf(&x).f32(1.0).i64(8))
+        .unwrap_err();
     assert!(e.to_string().contains("opt in"), "{e}");
     let grid = LaunchConfig::new((1, 70_000, 1), (32, 1, 1));
-    assert!(dev.launch(k, grid, args().buf_mut(&mut out).buf(&x).f32(1.0).i64(8)).is_err());
+    assert!(dev
+        .launch(k, grid, args().buf_mut(&mut out).buf(&x).f32(1.0).i64(8))
+        .is_err());
     // A size mismatch is an error from the launcher, not a wild kernel.
     let short = dev.alloc::<f32>(7).unwrap();
     assert!(elementwise::add(&dev, &mut out, &x, &short).is_err());

@@ -547,7 +547,13 @@ fn missing_inputs_and_occupied_output_are_refused() {
     std::fs::remove_file(dirs[0].join("model.safetensors")).unwrap();
     let e = merge_dirs(&base, &dirs, &[0.2], &root.join("o3")).unwrap_err();
     assert!(e.to_string().contains("model.safetensors"), "{e}");
-    let e = merge_dirs(&base, std::slice::from_ref(&base), &[0.2, 0.3], &root.join("o4")).unwrap_err();
+    let e = merge_dirs(
+        &base,
+        std::slice::from_ref(&base),
+        &[0.2, 0.3],
+        &root.join("o4"),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("lambdas"), "{e}");
     // A non-empty output directory is never overwritten.
     let e = merge_dirs(&base, std::slice::from_ref(&base), &[0.2], &dirs[0]).unwrap_err();

@@ -34,7 +34,10 @@ fn load_err(dir: &Path) -> String {
 /// Rewrite model.safetensors through `edit` on its (name, tensor) list.
 fn edit_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Tensor)>)) {
     let raw = read_safetensors(&dir.join("model.safetensors")).unwrap();
-    let mut tensors: Vec<(String, Tensor)> = raw.into_iter().map(|(n, (s, d))| (n, Tensor::new(&s, d).unwrap())).collect();
+    let mut tensors: Vec<(String, Tensor)> = raw
+        .into_iter()
+        .map(|(n, (s, d))| (n, Tensor::new(&s, d).unwrap()))
+        .collect();
     edit(&mut tensors);
     write_safetensors(&dir.join("model.safetensors"), &tensors, None).unwrap();
 }
@@ -46,7 +49,10 @@ fn missing_directory_and_missing_weights() {
     let d = scratch("noweights");
     std::fs::copy(golden_dir().join("config.json"), d.join("config.json")).unwrap();
     let e = load_err(&d);
-    assert!(e.contains("no model.safetensors or pytorch_model.bin"), "{e}");
+    assert!(
+        e.contains("no model.safetensors or pytorch_model.bin"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -56,7 +62,9 @@ fn bad_configs_are_reported() {
     std::fs::write(d.join("config.json"), "{ not json").unwrap();
     assert!(load_err(&d).contains("not a valid MERT/HuBERT config"));
 
-    let good: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join("config.json")).unwrap()).unwrap();
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("config.json")).unwrap())
+            .unwrap();
     let mut c = good.clone();
     c.as_object_mut().unwrap().remove("hidden_size");
     std::fs::write(d.join("config.json"), c.to_string()).unwrap();
@@ -82,42 +90,71 @@ fn bad_configs_are_reported() {
 fn missing_unexpected_and_misshaped_tensors_are_named() {
     let d = scratch("missing");
     copy_model(&d);
-    edit_weights(&d, |t| t.retain(|(n, _)| n != "encoder.layers.1.attention.k_proj.bias"));
+    edit_weights(&d, |t| {
+        t.retain(|(n, _)| n != "encoder.layers.1.attention.k_proj.bias")
+    });
     let e = load_err(&d);
-    assert!(e.contains("missing tensors (1): encoder.layers.1.attention.k_proj.bias"), "{e}");
+    assert!(
+        e.contains("missing tensors (1): encoder.layers.1.attention.k_proj.bias"),
+        "{e}"
+    );
 
     let d = scratch("unexpected");
     copy_model(&d);
-    edit_weights(&d, |t| t.push(("encoder.layers.9.extra.weight".into(), Tensor::zeros(&[3]))));
+    edit_weights(&d, |t| {
+        t.push(("encoder.layers.9.extra.weight".into(), Tensor::zeros(&[3])))
+    });
     let e = load_err(&d);
-    assert!(e.contains("unexpected tensors (1): encoder.layers.9.extra.weight"), "{e}");
+    assert!(
+        e.contains("unexpected tensors (1): encoder.layers.9.extra.weight"),
+        "{e}"
+    );
 
     let d = scratch("misshaped");
     copy_model(&d);
     edit_weights(&d, |t| {
-        let slot = t.iter_mut().find(|(n, _)| n == "feature_projection.projection.bias").unwrap();
+        let slot = t
+            .iter_mut()
+            .find(|(n, _)| n == "feature_projection.projection.bias")
+            .unwrap();
         slot.1 = Tensor::zeros(&[7]);
     });
     let e = load_err(&d);
-    assert!(e.contains("feature_projection.projection.bias is [7]"), "{e}");
+    assert!(
+        e.contains("feature_projection.projection.bias is [7]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn save_and_reload_round_trip_in_both_spellings() {
     let cfg = MertConfig::from_file(&golden_dir().join("config.json")).unwrap();
-    for spelling in [WeightNormSpelling::Legacy, WeightNormSpelling::Parametrizations] {
+    for spelling in [
+        WeightNormSpelling::Legacy,
+        WeightNormSpelling::Parametrizations,
+    ] {
         let mut m = Mert::random(cfg.clone(), 42).unwrap();
         m.spelling = spelling;
         let d = scratch(&format!("roundtrip-{spelling:?}"));
         m.save(&d).unwrap();
-        let names: Vec<String> = read_safetensors(&d.join("model.safetensors")).unwrap().into_keys().collect();
-        let new_style = names.iter().any(|n| n.contains("parametrizations.weight.original0"));
+        let names: Vec<String> = read_safetensors(&d.join("model.safetensors"))
+            .unwrap()
+            .into_keys()
+            .collect();
+        let new_style = names
+            .iter()
+            .any(|n| n.contains("parametrizations.weight.original0"));
         assert_eq!(new_style, spelling == WeightNormSpelling::Parametrizations);
         let back = Mert::load(&d).unwrap();
         assert_eq!(back.spelling, spelling);
         assert_eq!(back.config, m.config);
         for p in m.params.iter() {
-            assert_eq!(back.params.by_name(&p.name).unwrap().value.data(), p.value.data(), "{}", p.name);
+            assert_eq!(
+                back.params.by_name(&p.name).unwrap().value.data(),
+                p.value.data(),
+                "{}",
+                p.name
+            );
         }
     }
 }

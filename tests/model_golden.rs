@@ -13,27 +13,48 @@ use std::path::PathBuf;
 const REL_TOL: f64 = 1e-4;
 
 fn golden_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/golden").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("reference/golden")
+        .join(name)
 }
 
 /// max |a - b| / max |b|
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64)).max(1e-30);
-    a.iter().zip(b).fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs())) / scale
+    let scale = b
+        .iter()
+        .fold(0.0f64, |m, &v| m.max(v.abs() as f64))
+        .max(1e-30);
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()))
+        / scale
 }
 
 fn check_model(model_dir: &str, golden_file: &str) {
     let dir = golden_dir(model_dir);
     let model = Mert::load(&dir).unwrap();
     let golden = read_safetensors(&dir.join(golden_file)).unwrap();
-    let get = |n: &str| golden.get(n).unwrap_or_else(|| panic!("{golden_file} lacks {n}"));
+    let get = |n: &str| {
+        golden
+            .get(n)
+            .unwrap_or_else(|| panic!("{golden_file} lacks {n}"))
+    };
     let (ishape, idata) = get("input_values");
     let audio = Tensor::from_f32(ishape, idata.to_f32_vec());
-    let mask: Option<Vec<u8>> = golden.get("attention_mask").map(|(_, d)| d.to_f32_vec().iter().map(|&v| u8::from(v != 0.0)).collect());
+    let mask: Option<Vec<u8>> = golden
+        .get("attention_mask")
+        .map(|(_, d)| d.to_f32_vec().iter().map(|&v| u8::from(v != 0.0)).collect());
 
     let mut tape = Tape::new();
-    let out = model.forward(&mut tape, &audio, mask.as_deref(), &ForwardOptions::default()).unwrap();
+    let out = model
+        .forward(
+            &mut tape,
+            &audio,
+            mask.as_deref(),
+            &ForwardOptions::default(),
+        )
+        .unwrap();
     if let Some((_, CpuData::I32(fl))) = golden.get("frame_lengths") {
         let expected: Vec<usize> = fl.iter().map(|&v| v as usize).collect();
         assert_eq!(out.frame_lengths, expected, "valid frame counts");
@@ -45,7 +66,10 @@ fn check_model(model_dir: &str, golden_file: &str) {
         assert_eq!(h.shape(), &shape[..], "hidden_states.{i} shape");
         let e = rel_err(h.data(), &reference.to_f32_vec());
         println!("{model_dir}/{golden_file} hidden_states.{i}: rel err {e:.2e}");
-        assert!(e <= REL_TOL, "{model_dir}/{golden_file} hidden_states.{i}: rel err {e:.2e} > {REL_TOL:e}");
+        assert!(
+            e <= REL_TOL,
+            "{model_dir}/{golden_file} hidden_states.{i}: rel err {e:.2e} > {REL_TOL:e}"
+        );
         seeds.push((h, get(&format!("probe.{i}")).1.to_f32_vec()));
     }
     let mut params: ParamStore = model.params.clone();
@@ -65,7 +89,10 @@ fn check_model(model_dir: &str, golden_file: &str) {
         let e = if scale_name != p.name {
             let w_ref = get(&format!("grad.{scale_name}")).1.to_f32_vec();
             let scale = w_ref.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
-            ours.iter().zip(&reference).fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs())) / scale
+            ours.iter()
+                .zip(&reference)
+                .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()))
+                / scale
         } else if reference.iter().all(|&v| v == 0.0) {
             ours.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64))
         } else {
@@ -79,8 +106,15 @@ fn check_model(model_dir: &str, golden_file: &str) {
         }
         checked += 1;
     }
-    println!("{model_dir}/{golden_file}: {checked} parameter gradients, worst rel err {:.2e} ({})", worst.0, worst.1);
-    assert!(failures.is_empty(), "{model_dir}/{golden_file} (tolerance {REL_TOL:e}):\n{}", failures.join("\n"));
+    println!(
+        "{model_dir}/{golden_file}: {checked} parameter gradients, worst rel err {:.2e} ({})",
+        worst.0, worst.1
+    );
+    assert!(
+        failures.is_empty(),
+        "{model_dir}/{golden_file} (tolerance {REL_TOL:e}):\n{}",
+        failures.join("\n")
+    );
     assert_eq!(checked, model.params.len());
 }
 

@@ -1,6 +1,7 @@
 //! Forward correctness of the CPU ops (src/ops) against independent naive f64 implementations
 //! (direct loops), closed forms, and published constants (mpmath, 40 digits). Tolerances are stated
 //! per test; each prints its measured max error.
+#![allow(clippy::excessive_precision)] // constants quoted as mpmath printed them
 
 use culturemert_raw::ops::attention::{attention_forward, AttentionShape};
 use culturemert_raw::ops::conv1d::{conv1d_forward, Conv1dShape};

@@ -126,6 +126,7 @@ fn err_of(name: &str) -> String {
     let p = golden(name);
     let e = read_torch_state_dict(&p).expect_err("expected an error");
     let msg = format!("{e:#}");
+    eprintln!("{msg}");
     assert!(
         msg.contains(&p.display().to_string()),
         "no file name in: {msg}"

@@ -15,7 +15,7 @@
 //!    exactly. For MERT: Lb = 131072, s = 64, P = 2048, F = 205.
 //! 3. K_k[q] is a Hann-windowed complex exponential, so its DFT has a closed form (three Dirichlet
 //!    kernels) and is band-limited: we keep only the contiguous band of bins where |K_k[q]| >=
-//!    `threshold` * max_q |K_k[q]| (default 1e-5; outside it the Hann tails decay like 1/q^3). That band
+//!    `threshold` * max_q |K_k[q]| (default 1e-6; outside it the Hann tails decay like 1/q^3). That band
 //!    truncation is the ONLY approximation; everything else is f64.
 
 use super::fft::{real_fft_full, Complex, FftPlan, RealFftPlan};
@@ -25,7 +25,7 @@ use std::f64::consts::PI;
 use std::sync::OnceLock;
 
 /// Default sparsity threshold on each kernel spectrum, relative to its peak.
-pub const DEFAULT_THRESHOLD: f64 = 1e-5;
+pub const DEFAULT_THRESHOLD: f64 = 1e-6;
 
 /// One kernel's spectrum on its band q = lo .. lo + values.len() (indices taken modulo Lb), already
 /// conjugated and multiplied by sqrt(l_k) / Lb.
@@ -241,17 +241,13 @@ impl CqtPlan {
 pub fn kernel_spectrum_at(f: f64, l: usize, width: usize, block: usize, q: i64) -> Complex {
     let start = kernel_start(l, width) as i64;
     let m0 = -(l as i64 + 1) / 2; // floor(-l/2) for l >= 0
-    let lf = l as f64;
-    // gamma = 2 pi (f - q/Lb); the Hann window is 0.5 - 0.25 e^{+i theta p} - 0.25 e^{-i theta p}
     let frac = f - q.rem_euclid(block as i64) as f64 / block as f64;
-    let h = dirichlet(frac, l).scale(0.5)
-        - dirichlet(frac + 1.0 / lf, l).scale(0.25)
-        - dirichlet(frac - 1.0 / lf, l).scale(0.25);
+    let h = hann_dirichlet(frac, l);
     let phase_m0 = Complex::cis(2.0 * PI * (f * m0 as f64).rem_euclid(1.0));
     let shift = ((q.rem_euclid(block as i64) as i128 * start as i128) % block as i128) as f64;
     let phase_start = Complex::cis(-2.0 * PI * shift / block as f64);
     // sum of the periodic Hann window of length l >= 2 is exactly l/2
-    (phase_m0 * phase_start * h).scale(2.0 / lf)
+    (phase_m0 * phase_start * h).scale(2.0 / l as f64)
 }
 
 /// nnAudio's placement of a length-l kernel in the W-wide buffer.
@@ -264,16 +260,30 @@ pub fn kernel_start(l: usize, width: usize) -> usize {
     }
 }
 
-/// D(2 pi frac) = sum_{p<l} e^{i 2 pi frac p} = e^{i pi frac (l-1)} sin(pi frac l) / sin(pi frac),
-/// with frac reduced to [-1/2, 1/2) first (D is 1-periodic in frac) for accuracy.
-fn dirichlet(frac: f64, l: usize) -> Complex {
-    let x = frac - frac.round();
+/// H(x) = sum_{p<l} w[p] e^{2 pi i x p} for the periodic Hann window w[p] = 0.5 - 0.5 cos(2 pi p / l):
+/// 0.5 D(x) - 0.25 D(x + 1/l) - 0.25 D(x - 1/l) with the Dirichlet kernel
+/// D(y) = sum_{p<l} e^{2 pi i y p} = e^{i pi y (l-1)} sin(pi y l) / sin(pi y). The three terms share
+/// sin(pi y l) (up to sign) and the phase (up to a constant), so one bin costs five trig calls.
+fn hann_dirichlet(x: f64, l: usize) -> Complex {
+    let x = x - x.round(); // D is 1-periodic in y: reduce for accuracy
     let lf = l as f64;
-    if x.abs() < 1e-15 {
-        return Complex::new(lf, 0.0);
-    }
-    let ratio = (PI * x * lf).sin() / (PI * x).sin();
-    Complex::cis(PI * x * (lf - 1.0)).scale(ratio)
+    let d = 1.0 / lf;
+    let s = (PI * x * lf).sin();
+    let phase = Complex::cis(PI * x * (lf - 1.0));
+    // sin(pi y l) / sin(pi y), whose limit at y = 0 is l
+    let ratio = |y: f64, sin_yl: f64| {
+        if y.abs() < 1e-15 {
+            lf
+        } else {
+            sin_yl / (PI * y).sin()
+        }
+    };
+    let shift = Complex::cis(PI * d * (lf - 1.0)); // e^{i pi (1/l)(l-1)}
+                                                   // at y = x +- 1/l: sin(pi y l) = sin(pi x l +- pi) = -s
+    let d0 = phase.scale(ratio(x, s));
+    let dp = (phase * shift).scale(ratio(x + d, -s));
+    let dm = (phase * shift.conj()).scale(ratio(x - d, -s));
+    d0.scale(0.5) - dp.scale(0.25) - dm.scale(0.25)
 }
 
 /// The contiguous band of kernel-spectrum bins above `threshold` * peak, stored conjugated and scaled
@@ -289,23 +299,32 @@ fn kernel_band(f: f64, l: usize, width: usize, block: usize, threshold: f64) -> 
     // Hann sidelobes have zeros, so a side ends only after one whole sidelobe period (Lb/l bins) of
     // values below the cut; the envelope decreases monotonically beyond it.
     let period = (block / l) as i64 + 2;
-    // at most Lb bins in all: Lb/2 below the centre, Lb/2 - 1 above
-    let scan = |dir: i64, max_side: i64| -> i64 {
-        let mut last = 0i64;
+    // at most Lb bins in all: Lb/2 below the centre, Lb/2 - 1 above. Each side keeps the values it
+    // evaluated, truncated after the last one above the cut.
+    let scan = |dir: i64, max_side: i64| -> Vec<Complex> {
+        let (mut vals, mut last) = (Vec::new(), 0usize);
         let mut d = 1i64;
-        while d <= max_side && d - last <= period {
-            if at(centre + dir * d).abs() >= cut {
-                last = d;
+        while d <= max_side && d - last as i64 <= period {
+            let v = at(centre + dir * d);
+            vals.push(v);
+            if v.abs() >= cut {
+                last = d as usize;
             }
             d += 1;
         }
-        last
+        vals.truncate(last);
+        vals
     };
-    let (lo, hi) = (centre - scan(-1, lb / 2), centre + scan(1, lb / 2 - 1));
+    let (below, above) = (scan(-1, lb / 2), scan(1, lb / 2 - 1));
+    let lo = centre - below.len() as i64;
     let scale = (l as f64).sqrt() / block as f64;
-    let values = (lo..=hi)
-        .map(|q| {
-            let k = at(q).conj().scale(scale);
+    let values = below
+        .iter()
+        .rev()
+        .chain(std::iter::once(&at(centre)))
+        .chain(above.iter())
+        .map(|k| {
+            let k = k.conj().scale(scale);
             [k.re as f32, k.im as f32]
         })
         .collect();

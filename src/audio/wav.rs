@@ -105,7 +105,7 @@ pub fn read_wav(path: &Path) -> Result<(Vec<Vec<f32>>, u32)> {
     if interleaved.is_empty() {
         bail!("WAV file {name} contains no audio samples");
     }
-    if interleaved.len() % n_ch != 0 {
+    if !interleaved.len().is_multiple_of(n_ch) {
         bail!(
             "WAV file {name} is truncated: {} samples is not a whole number of {n_ch}-channel frames",
             interleaved.len()

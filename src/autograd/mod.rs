@@ -1,4 +1,5 @@
 //! The autograd tape of coarse ops (see ARCHITECTURE.md): parameters, the tape, and the tape-level ops.
+pub mod loss;
 pub mod nn;
 pub mod params;
 pub mod tape;

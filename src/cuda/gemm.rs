@@ -41,7 +41,10 @@ pub fn sgemm(
         (true, false) => &registry::GEMM_F32_TN,
         (true, true) => &registry::GEMM_F32_TT,
     };
-    let cfg = LaunchConfig::new((n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1), (THREADS, 1, 1));
+    let cfg = LaunchConfig::new(
+        (n.div_ceil(TILE) as u32, m.div_ceil(TILE) as u32, 1),
+        (THREADS, 1, 1),
+    );
     let args = KernelArgs::new()
         .buf_mut(c)
         .buf(a)
@@ -66,7 +69,19 @@ pub fn linear_forward(
     in_features: usize,
     out_features: usize,
 ) -> Result<()> {
-    sgemm(dev, rows, out_features, in_features, x, false, weight, true, bias, out, false)
+    sgemm(
+        dev,
+        rows,
+        out_features,
+        in_features,
+        x,
+        false,
+        weight,
+        true,
+        bias,
+        out,
+        false,
+    )
 }
 
 /// Accumulates dx += dout·W, dweight += dout^T·x, dbias += column sums of dout (each only if given).
@@ -84,11 +99,35 @@ pub fn linear_backward(
     out_features: usize,
 ) -> Result<()> {
     if let Some(dx) = dx {
-        sgemm(dev, rows, in_features, out_features, dout, false, weight, false, None, dx, true)?;
+        sgemm(
+            dev,
+            rows,
+            in_features,
+            out_features,
+            dout,
+            false,
+            weight,
+            false,
+            None,
+            dx,
+            true,
+        )?;
     }
     if let Some(dw) = dweight {
         // dout is stored [rows, out_f] = op(A) transposed with k = rows.
-        sgemm(dev, out_features, in_features, rows, dout, true, x, false, None, dw, true)?;
+        sgemm(
+            dev,
+            out_features,
+            in_features,
+            rows,
+            dout,
+            true,
+            x,
+            false,
+            None,
+            dw,
+            true,
+        )?;
     }
     if let Some(db) = dbias {
         super::reduce::column_sum(dev, db, dout, rows, out_features, true)?;

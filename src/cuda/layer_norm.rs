@@ -10,7 +10,10 @@ const ROWS_PER_BLOCK: u32 = 4;
 const COLUMN_THREADS: u32 = 128;
 
 fn row_config(rows: usize) -> LaunchConfig {
-    LaunchConfig::new((rows.div_ceil(ROWS_PER_BLOCK as usize).max(1) as u32, 1, 1), (32, ROWS_PER_BLOCK, 1))
+    LaunchConfig::new(
+        (rows.div_ceil(ROWS_PER_BLOCK as usize).max(1) as u32, 1, 1),
+        (32, ROWS_PER_BLOCK, 1),
+    )
 }
 
 /// out = (x - mean) * rstd * weight + bias over the last dim of x [rows, cols]; writes mean, rstd [rows].
@@ -75,8 +78,20 @@ pub fn layer_norm_backward(
     }
     if let Some(dx) = dx {
         check::len("layer_norm dx", dx, rows * cols)?;
-        let args = KernelArgs::new().buf_mut(dx).buf(dout).buf(x).buf(weight).buf(mean).buf(rstd).i32(r).i32(c);
-        dev.launch(&registry::LAYER_NORM_BACKWARD_DX_F32, row_config(rows), args)?;
+        let args = KernelArgs::new()
+            .buf_mut(dx)
+            .buf(dout)
+            .buf(x)
+            .buf(weight)
+            .buf(mean)
+            .buf(rstd)
+            .i32(r)
+            .i32(c);
+        dev.launch(
+            &registry::LAYER_NORM_BACKWARD_DX_F32,
+            row_config(rows),
+            args,
+        )?;
     }
     if dweight.is_none() && dbias.is_none() {
         return Ok(());
@@ -87,7 +102,10 @@ pub fn layer_norm_backward(
     if let Some(db) = &dbias {
         check::len("layer_norm dbias", db, cols)?;
     }
-    let cfg = LaunchConfig::new((cols.div_ceil(COLUMN_THREADS as usize) as u32, 1, 1), (COLUMN_THREADS, 1, 1));
+    let cfg = LaunchConfig::new(
+        (cols.div_ceil(COLUMN_THREADS as usize) as u32, 1, 1),
+        (COLUMN_THREADS, 1, 1),
+    );
     let args = KernelArgs::new()
         .opt_buf_mut(dweight)
         .opt_buf_mut(dbias)

@@ -11,7 +11,10 @@ pub(crate) enum Allocation {
     /// Host memory standing in for device memory (emulated runtime).
     Host { ptr: *mut u8, layout: Layout },
     /// `cuMemAlloc` memory of a driver context (kept alive until the memory is freed).
-    Driver { dptr: u64, ctx: Arc<cudarc::driver::CudaContext> },
+    Driver {
+        dptr: u64,
+        ctx: Arc<cudarc::driver::CudaContext>,
+    },
 }
 
 // SAFETY: the allocation is plain memory owned by this value; all access goes through &/&mut of the
@@ -65,7 +68,11 @@ pub struct DeviceBuffer<T> {
 
 impl<T: bytemuck::Pod> DeviceBuffer<T> {
     pub(crate) fn from_allocation(alloc: Allocation, len: usize) -> Self {
-        DeviceBuffer { alloc, len, _t: PhantomData }
+        DeviceBuffer {
+            alloc,
+            len,
+            _t: PhantomData,
+        }
     }
     pub fn len(&self) -> usize {
         self.len
@@ -82,7 +89,11 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
     }
     /// Address of element `offset` (for kernels working on a sub-range); errors when out of range.
     pub fn device_ptr_at(&self, offset: usize) -> anyhow::Result<u64> {
-        anyhow::ensure!(offset <= self.len, "offset {offset} beyond buffer of {} elements", self.len);
+        anyhow::ensure!(
+            offset <= self.len,
+            "offset {offset} beyond buffer of {} elements",
+            self.len
+        );
         Ok(self.device_ptr() + (offset * std::mem::size_of::<T>()) as u64)
     }
     pub(crate) fn is_host(&self) -> bool {
@@ -92,14 +103,18 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
     pub(crate) fn host_slice(&self) -> Option<&[T]> {
         match &self.alloc {
             // SAFETY: len elements were allocated and initialised (bytes set on allocation).
-            Allocation::Host { ptr, .. } => Some(unsafe { std::slice::from_raw_parts(*ptr as *const T, self.len) }),
+            Allocation::Host { ptr, .. } => {
+                Some(unsafe { std::slice::from_raw_parts(*ptr as *const T, self.len) })
+            }
             Allocation::Driver { .. } => None,
         }
     }
     pub(crate) fn host_slice_mut(&mut self) -> Option<&mut [T]> {
         match &self.alloc {
             // SAFETY: as above, and &mut self guarantees exclusive access.
-            Allocation::Host { ptr, .. } => Some(unsafe { std::slice::from_raw_parts_mut(*ptr as *mut T, self.len) }),
+            Allocation::Host { ptr, .. } => {
+                Some(unsafe { std::slice::from_raw_parts_mut(*ptr as *mut T, self.len) })
+            }
             Allocation::Driver { .. } => None,
         }
     }
@@ -107,6 +122,12 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
 
 impl<T> std::fmt::Debug for DeviceBuffer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DeviceBuffer<{}>[{}] @ {:#x}", std::any::type_name::<T>(), self.len, self.alloc.address())
+        write!(
+            f,
+            "DeviceBuffer<{}>[{}] @ {:#x}",
+            std::any::type_name::<T>(),
+            self.len,
+            self.alloc.address()
+        )
     }
 }

@@ -29,7 +29,9 @@ impl std::fmt::Debug for CudaDevice {
 impl CudaDevice {
     /// GPU `ordinal` through the driver; a clear error (never a panic) without driver or GPU.
     pub fn driver(ordinal: usize) -> Result<CudaDevice> {
-        Ok(CudaDevice { rt: Arc::new(Runtime::Driver(DriverRuntime::new(ordinal)?)) })
+        Ok(CudaDevice {
+            rt: Arc::new(Runtime::Driver(DriverRuntime::new(ordinal)?)),
+        })
     }
 
     /// The host emulator, scheduling order from `CULTUREMERT_EMU_SCHEDULE` (default forward).
@@ -38,7 +40,9 @@ impl CudaDevice {
     }
 
     pub fn emulated_with(schedule: Schedule) -> CudaDevice {
-        CudaDevice { rt: Arc::new(Runtime::Emulated(EmuRuntime { schedule })) }
+        CudaDevice {
+            rt: Arc::new(Runtime::Emulated(EmuRuntime { schedule })),
+        }
     }
 
     pub fn is_emulated(&self) -> bool {
@@ -88,12 +92,19 @@ impl CudaDevice {
     }
 
     pub fn copy_htod<T: bytemuck::Pod>(&self, src: &[T], dst: &mut DeviceBuffer<T>) -> Result<()> {
-        ensure!(src.len() == dst.len(), "copy of {} elements into a buffer of {}", src.len(), dst.len());
+        ensure!(
+            src.len() == dst.len(),
+            "copy of {} elements into a buffer of {}",
+            src.len(),
+            dst.len()
+        );
         self.check_owner(dst)?;
         match &*self.rt {
             Runtime::Driver(d) => d.htod(src, dst),
             Runtime::Emulated(_) => {
-                dst.host_slice_mut().expect("emulated buffer").copy_from_slice(src);
+                dst.host_slice_mut()
+                    .expect("emulated buffer")
+                    .copy_from_slice(src);
                 Ok(())
             }
         }
@@ -107,7 +118,12 @@ impl CudaDevice {
     }
 
     pub fn copy_dtoh<T: bytemuck::Pod>(&self, src: &DeviceBuffer<T>, dst: &mut [T]) -> Result<()> {
-        ensure!(src.len() == dst.len(), "copy of {} elements into a slice of {}", src.len(), dst.len());
+        ensure!(
+            src.len() == dst.len(),
+            "copy of {} elements into a slice of {}",
+            src.len(),
+            dst.len()
+        );
         self.check_owner(src)?;
         match &*self.rt {
             Runtime::Driver(d) => d.dtoh(src, dst),
@@ -136,7 +152,10 @@ impl CudaDevice {
     }
 
     fn check_owner<T: bytemuck::Pod>(&self, b: &DeviceBuffer<T>) -> Result<()> {
-        ensure!(b.is_host() == self.is_emulated(), "buffer {b:?} belongs to another CUDA runtime");
+        ensure!(
+            b.is_host() == self.is_emulated(),
+            "buffer {b:?} belongs to another CUDA runtime"
+        );
         Ok(())
     }
 }

@@ -58,7 +58,13 @@ impl DriverRuntime {
         }
         let nvrtc = Nvrtc::load_default().map_err(|e| anyhow!(e))?;
         let out = nvrtc
-            .compile(&format!("{}.cu", m.name), m.source, crate::cuda::registry::HEADERS, Target::Ptx(self.arch), &[])
+            .compile(
+                &format!("{}.cu", m.name),
+                m.source,
+                crate::cuda::registry::HEADERS,
+                Target::Ptx(self.arch),
+                &[],
+            )
             .map_err(|e| anyhow!(e))?;
         Ok(Ptx::from_src(String::from_utf8(out.image)?))
     }
@@ -86,7 +92,9 @@ impl DriverRuntime {
                 m
             }
         };
-        let f = module.load_function(k.name).map_err(|e| anyhow!("kernel {}: {e:?}", k.name))?;
+        let f = module
+            .load_function(k.name)
+            .map_err(|e| anyhow!("kernel {}: {e:?}", k.name))?;
         self.functions.lock().unwrap().insert(k.name, f.clone());
         Ok(f)
     }
@@ -122,7 +130,9 @@ impl DriverRuntime {
     }
 
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| anyhow!("CUDA synchronize: {e:?}"))
+        self.stream
+            .synchronize()
+            .map_err(|e| anyhow!("CUDA synchronize: {e:?}"))
     }
 
     pub fn alloc<T: bytemuck::Pod>(&self, len: usize, zero: bool) -> Result<DeviceBuffer<T>> {
@@ -131,10 +141,14 @@ impl DriverRuntime {
         // SAFETY: plain allocation in a bound context; freed by Allocation::drop.
         let dptr = unsafe { cudarc::driver::result::malloc_sync(bytes) }
             .map_err(|e| anyhow!("cuMemAlloc of {bytes} bytes: {e:?}"))?;
-        let alloc = Allocation::Driver { dptr, ctx: self.ctx.clone() };
+        let alloc = Allocation::Driver {
+            dptr,
+            ctx: self.ctx.clone(),
+        };
         if zero {
             // SAFETY: dptr is valid for `bytes` bytes.
-            unsafe { cudarc::driver::result::memset_d8_sync(dptr, 0, bytes) }.map_err(|e| anyhow!("{e:?}"))?;
+            unsafe { cudarc::driver::result::memset_d8_sync(dptr, 0, bytes) }
+                .map_err(|e| anyhow!("{e:?}"))?;
         }
         Ok(DeviceBuffer::from_allocation(alloc, len))
     }
@@ -149,6 +163,7 @@ impl DriverRuntime {
     pub fn dtoh<T: bytemuck::Pod>(&self, src: &DeviceBuffer<T>, dst: &mut [T]) -> Result<()> {
         self.synchronize()?;
         // SAFETY: src holds at least dst.len() elements (checked by the caller).
-        unsafe { cudarc::driver::result::memcpy_dtoh_sync(dst, src.device_ptr()) }.map_err(|e| anyhow!("cuMemcpyDtoH: {e:?}"))
+        unsafe { cudarc::driver::result::memcpy_dtoh_sync(dst, src.device_ptr()) }
+            .map_err(|e| anyhow!("cuMemcpyDtoH: {e:?}"))
     }
 }

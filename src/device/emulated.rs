@@ -34,7 +34,9 @@ impl Schedule {
                 .strip_prefix("random:")
                 .and_then(|n| n.parse().ok())
                 .map(Schedule::Random)
-                .ok_or_else(|| anyhow!("unknown emulator schedule {s:?} (forward, reverse, random[:SEED])")),
+                .ok_or_else(|| {
+                    anyhow!("unknown emulator schedule {s:?} (forward, reverse, random[:SEED])")
+                }),
         }
     }
 
@@ -54,7 +56,11 @@ pub struct EmuRuntime {
 impl EmuRuntime {
     pub fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &KernelArgs<'_>) -> Result<()> {
         let (_slots, mut params) = args.param_array();
-        let dim = |d: (u32, u32, u32)| EmuDim3 { x: d.0, y: d.1, z: d.2 };
+        let dim = |d: (u32, u32, u32)| EmuDim3 {
+            x: d.0,
+            y: d.1,
+            z: d.2,
+        };
         let (mode, seed) = match self.schedule {
             Schedule::Forward => (0, 0),
             Schedule::Reverse => (1, 0),
@@ -64,11 +70,18 @@ impl EmuRuntime {
         // the kernel's signature says, and KernelArgs' lifetime keeps the buffers alive.
         let rc = unsafe {
             emu_set_schedule(mode, seed);
-            (kernel.emu)(dim(cfg.grid), dim(cfg.block), cfg.shared_bytes, params.as_mut_ptr())
+            (kernel.emu)(
+                dim(cfg.grid),
+                dim(cfg.block),
+                cfg.shared_bytes,
+                params.as_mut_ptr(),
+            )
         };
         if rc != 0 {
             // SAFETY: a NUL-terminated thread-local string of the runtime, copied at once.
-            let msg = unsafe { CStr::from_ptr(emu_last_error()) }.to_string_lossy().into_owned();
+            let msg = unsafe { CStr::from_ptr(emu_last_error()) }
+                .to_string_lossy()
+                .into_owned();
             return Err(anyhow!("emulated launch failed: {msg}"));
         }
         Ok(())

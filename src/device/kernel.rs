@@ -67,11 +67,21 @@ impl LaunchConfig {
     /// (kernels use grid-stride loops).
     pub fn for_elements(n: usize, block: u32, max_blocks: u32) -> LaunchConfig {
         let blocks = n.div_ceil(block as usize).clamp(1, max_blocks as usize) as u32;
-        LaunchConfig { grid: (blocks, 1, 1), block: (block, 1, 1), shared_bytes: 0, large_shared: false }
+        LaunchConfig {
+            grid: (blocks, 1, 1),
+            block: (block, 1, 1),
+            shared_bytes: 0,
+            large_shared: false,
+        }
     }
 
     pub fn new(grid: (u32, u32, u32), block: (u32, u32, u32)) -> LaunchConfig {
-        LaunchConfig { grid, block, shared_bytes: 0, large_shared: false }
+        LaunchConfig {
+            grid,
+            block,
+            shared_bytes: 0,
+            large_shared: false,
+        }
     }
 
     pub fn with_shared(mut self, bytes: u32) -> LaunchConfig {
@@ -92,15 +102,26 @@ impl LaunchConfig {
             bail!("kernel {}: block {b:?} exceeds 1024 threads", kernel.name);
         }
         if g.0 > i32::MAX as u32 || g.1 > 65535 || g.2 > 65535 {
-            bail!("kernel {}: grid {g:?} exceeds (2^31-1, 65535, 65535)", kernel.name);
+            bail!(
+                "kernel {}: grid {g:?} exceeds (2^31-1, 65535, 65535)",
+                kernel.name
+            );
         }
-        let limit = if self.large_shared { MAX_OPT_IN_DYNAMIC_SHARED } else { DEFAULT_MAX_DYNAMIC_SHARED };
+        let limit = if self.large_shared {
+            MAX_OPT_IN_DYNAMIC_SHARED
+        } else {
+            DEFAULT_MAX_DYNAMIC_SHARED
+        };
         if self.shared_bytes > limit {
             bail!(
                 "kernel {}: {} B of dynamic shared memory exceeds {limit} B{}",
                 kernel.name,
                 self.shared_bytes,
-                if self.large_shared { "" } else { " (use LaunchConfig::with_shared to opt in)" }
+                if self.large_shared {
+                    ""
+                } else {
+                    " (use LaunchConfig::with_shared to opt in)"
+                }
             );
         }
         Ok(())
@@ -117,7 +138,10 @@ pub struct KernelArgs<'a> {
 
 impl<'a> KernelArgs<'a> {
     pub fn new() -> Self {
-        KernelArgs { slots: Vec::new(), _borrows: PhantomData }
+        KernelArgs {
+            slots: Vec::new(),
+            _borrows: PhantomData,
+        }
     }
     /// A read-only buffer argument (`const T*`).
     pub fn buf<T: bytemuck::Pod>(mut self, b: &'a DeviceBuffer<T>) -> Self {
@@ -167,7 +191,10 @@ impl<'a> KernelArgs<'a> {
     /// A copy of the slots and the `void**` array pointing into it (valid while the copy lives).
     pub(crate) fn param_array(&self) -> (Box<[u64]>, Vec<*mut c_void>) {
         let mut slots: Box<[u64]> = self.slots.clone().into_boxed_slice();
-        let ptrs = slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        let ptrs = slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut c_void)
+            .collect();
         (slots, ptrs)
     }
 }

@@ -34,7 +34,9 @@ impl Device {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda(CudaDevice::driver(0)?)),
             "emu" => Ok(Device::Cuda(CudaDevice::emulated()?)),
-            "auto" => Ok(CudaDevice::driver(0).map(Device::Cuda).unwrap_or(Device::Cpu)),
+            "auto" => Ok(CudaDevice::driver(0)
+                .map(Device::Cuda)
+                .unwrap_or(Device::Cpu)),
             _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
                 Some(n) => Ok(Device::Cuda(CudaDevice::driver(n)?)),
                 None => bail!("unknown device {s:?}: expected cpu, cuda, cuda:N, emu or auto"),

@@ -44,7 +44,12 @@ pub struct Nvrtc {
 }
 
 /// Candidate library file names inside a directory, newest first.
-const NAMES: &[&str] = &["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2"];
+const NAMES: &[&str] = &[
+    "libnvrtc.so",
+    "libnvrtc.so.13",
+    "libnvrtc.so.12",
+    "libnvrtc.so.11.2",
+];
 
 fn lib_in_dir(dir: &Path) -> Option<PathBuf> {
     NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file())
@@ -55,7 +60,10 @@ fn venv_lib(venv: &Path) -> Option<PathBuf> {
     let mut pys: Vec<PathBuf> = std::fs::read_dir(&lib)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+        })
         .collect();
     pys.sort();
     pys.iter()
@@ -68,7 +76,11 @@ fn venv_lib(venv: &Path) -> Option<PathBuf> {
 pub fn locate() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CULTUREMERT_NVRTC").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        return if p.is_dir() { lib_in_dir(&p) } else { Some(p).filter(|p| p.is_file()) };
+        return if p.is_dir() {
+            lib_in_dir(&p)
+        } else {
+            Some(p).filter(|p| p.is_file())
+        };
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
     for var in ["CUDA_PATH", "CUDA_HOME"] {
@@ -114,7 +126,10 @@ impl Nvrtc {
         // SAFETY: loading libnvrtc runs its initialisers only; it is a well-behaved C library.
         let lib = unsafe { libloading::Library::new(path) }
             .map_err(|e| format!("cannot load libnvrtc from {}: {e}", path.display()))?;
-        Ok(Nvrtc { lib, path: path.to_path_buf() })
+        Ok(Nvrtc {
+            lib,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Loads the library found by [`locate`].
@@ -165,8 +180,14 @@ impl Nvrtc {
         let cstr = |s: &str| CString::new(s).map_err(|_| format!("{name}: NUL byte in input"));
         let c_src = cstr(source)?;
         let c_name = cstr(name)?;
-        let h_src: Vec<CString> = headers.iter().map(|h| cstr(h.1)).collect::<Result<_, _>>()?;
-        let h_name: Vec<CString> = headers.iter().map(|h| cstr(h.0)).collect::<Result<_, _>>()?;
+        let h_src: Vec<CString> = headers
+            .iter()
+            .map(|h| cstr(h.1))
+            .collect::<Result<_, _>>()?;
+        let h_name: Vec<CString> = headers
+            .iter()
+            .map(|h| cstr(h.0))
+            .collect::<Result<_, _>>()?;
         let h_src_p: Vec<*const c_char> = h_src.iter().map(|c| c.as_ptr()).collect();
         let h_name_p: Vec<*const c_char> = h_name.iter().map(|c| c.as_ptr()).collect();
         let arch = match target {
@@ -200,7 +221,10 @@ impl Nvrtc {
             let log = String::from_utf8_lossy(&log[..n.saturating_sub(1)]).into_owned();
             if rc != 0 {
                 destroy(&mut prog);
-                return Err(format!("{name}: NVRTC compile error ({:?}):\n{log}", target));
+                return Err(format!(
+                    "{name}: NVRTC compile error ({:?}):\n{log}",
+                    target
+                ));
             }
             let mut size = 0usize;
             image_size(prog, &mut size);
@@ -240,7 +264,10 @@ pub fn parse_ptxas_log(log: &str) -> Vec<PtxasStats> {
         if let Some(i) = line.find("Compiling entry function '") {
             let rest = &line[i + "Compiling entry function '".len()..];
             let name = rest.split('\'').next().unwrap_or("").to_string();
-            out.push(PtxasStats { kernel: name, ..Default::default() });
+            out.push(PtxasStats {
+                kernel: name,
+                ..Default::default()
+            });
         } else if let Some(cur) = out.last_mut() {
             if line.contains("bytes stack frame") {
                 cur.stack_frame = number_before(line, "bytes stack frame").unwrap_or(0);

@@ -216,28 +216,40 @@ fn read_inner(path: &Path) -> Result<Vec<(String, Vec<usize>, TorchData)>> {
         other => bail!("top-level object is {}, not a state dict", other.kind()),
     };
 
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut out = Vec::with_capacity(items.len());
+    let mut entries = Vec::with_capacity(items.len());
     for (k, v) in items {
-        let name = match k {
-            Value::Str(s) => s,
-            other => bail!("state dict key is {}, not a string", other.kind()),
-        };
-        let t = match v {
-            Value::Tensor(t) => t,
-            other => bail!("state dict entry {name} is {}, not a tensor", other.kind()),
-        };
-        if !storages.contains_key(&t.storage.key) {
-            let mut bytes = read_entry(&mut zip, &format!("{root}data/{}", t.storage.key))
+        match (k, v) {
+            (Value::Str(name), Value::Tensor(t)) => entries.push((name, t)),
+            (Value::Str(name), other) => {
+                bail!("state dict entry {name} is {}, not a tensor", other.kind())
+            }
+            (other, _) => bail!("state dict key is {}, not a string", other.kind()),
+        }
+    }
+    // Storages are loaded once and dropped after their last tensor, bounding peak memory.
+    let mut uses: HashMap<String, usize> = HashMap::new();
+    for (_, t) in &entries {
+        *uses.entry(t.storage.key.clone()).or_default() += 1;
+    }
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (name, t) in entries {
+        let key = &t.storage.key;
+        if !storages.contains_key(key) {
+            let mut bytes = read_entry(&mut zip, &format!("{root}data/{key}"))
                 .with_context(|| format!("storage of tensor {name}"))?;
             if big_endian {
                 let es = t.storage.dtype.size_in_bytes();
                 bytes.chunks_exact_mut(es).for_each(|c| c.reverse());
             }
-            storages.insert(t.storage.key.clone(), bytes);
+            storages.insert(key.clone(), bytes);
         }
-        let data =
-            gather(&t, &storages[&t.storage.key]).with_context(|| format!("tensor {name}"))?;
+        let data = gather(&t, &storages[key]).with_context(|| format!("tensor {name}"))?;
+        let left = uses.get_mut(key).expect("counted above");
+        *left -= 1;
+        if *left == 0 {
+            storages.remove(key);
+        }
         out.push((name, t.shape, data));
     }
     Ok(out)
@@ -259,7 +271,7 @@ fn read_entry<R: Read + std::io::Seek>(
 /// Copies a (possibly strided, offset) view out of its storage into row-major order.
 fn gather(t: &TensorRef, storage: &[u8]) -> Result<TorchData> {
     let es = t.storage.dtype.size_in_bytes();
-    if storage.len() % es != 0 {
+    if !storage.len().is_multiple_of(es) {
         bail!(
             "storage {} has {} bytes, not a multiple of {es}",
             t.storage.key,

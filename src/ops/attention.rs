@@ -53,6 +53,7 @@ impl AttentionShape {
 }
 
 /// S = scale · Q_h K_hᵀ into `s` [T, T].
+#[allow(clippy::too_many_arguments)]
 fn scores(
     s: &mut [f32],
     q: &[f32],

@@ -29,7 +29,10 @@ impl Conv1dShape {
             self.groups > 0 && self.stride > 0 && self.kernel > 0,
             "conv1d: bad shape {self:?}"
         );
-        assert!(self.in_channels % self.groups == 0 && self.out_channels % self.groups == 0);
+        assert!(
+            self.in_channels.is_multiple_of(self.groups)
+                && self.out_channels.is_multiple_of(self.groups)
+        );
         assert!(
             self.in_len + 2 * self.padding >= self.kernel,
             "conv1d: input shorter than kernel"

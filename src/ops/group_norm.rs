@@ -18,7 +18,7 @@ pub fn group_norm_forward(
     eps: f32,
 ) {
     assert!(
-        groups > 0 && channels % groups == 0,
+        groups > 0 && channels.is_multiple_of(groups),
         "group_norm_forward: channels % groups != 0"
     );
     assert_eq!(
@@ -88,7 +88,7 @@ pub fn group_norm_backward(
     groups: usize,
 ) {
     assert!(
-        groups > 0 && channels % groups == 0,
+        groups > 0 && channels.is_multiple_of(groups),
         "group_norm_backward: channels % groups != 0"
     );
     assert!(

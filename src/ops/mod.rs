@@ -11,5 +11,6 @@ pub mod gemm;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod linear;
+pub mod nce_loss;
 pub mod pooling;
 pub mod weight_norm;

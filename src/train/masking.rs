@@ -28,7 +28,9 @@ impl MaskRng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        MaskRng { s: [next(), next(), next(), next()] }
+        MaskRng {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -63,7 +65,11 @@ impl MaskRng {
 
     /// `k` distinct values of `pool`, uniformly (partial Fisher-Yates; `pool` is reordered).
     fn choose_distinct<T: Copy>(&mut self, pool: &mut [T], k: usize) -> Vec<T> {
-        assert!(k <= pool.len(), "cannot choose {k} of {} without replacement", pool.len());
+        assert!(
+            k <= pool.len(),
+            "cannot choose {k} of {} without replacement",
+            pool.len()
+        );
         for i in 0..k {
             let j = i + self.below(pool.len() - i);
             pool.swap(i, j);
@@ -84,7 +90,10 @@ pub fn compute_mask_indices(
     rng: &mut MaskRng,
 ) -> Vec<bool> {
     assert_eq!(valid_frames.len(), batch, "one valid-frame count per row");
-    assert!(valid_frames.iter().all(|&v| v <= frames), "valid frames exceed the row length");
+    assert!(
+        valid_frames.iter().all(|&v| v <= frames),
+        "valid frames exceed the row length"
+    );
     assert!(mask_length >= 1, "mask_length must be >= 1");
     // fairseq multiplies the Python double 0.8, not f32 0.8 widened; the shortest decimal of the f32
     // recovers it, so floor(p*sz/len + U) switches at the same U as fairseq.
@@ -93,9 +102,14 @@ pub fn compute_mask_indices(
     let rows: Vec<Vec<usize>> = valid_frames
         .iter()
         .map(|&sz| {
-            let num_mask = ((p * sz as f64 / mask_length as f64 + rng.uniform()).floor() as usize).max(min_masks);
+            let num_mask = ((p * sz as f64 / mask_length as f64 + rng.uniform()).floor() as usize)
+                .max(min_masks);
             let (sz_i, len_i, num_i) = (sz as i64, mask_length as i64, num_mask as i64);
-            let min_len = if sz_i - len_i <= num_i { sz_i - num_i - 1 } else { len_i };
+            let min_len = if sz_i - len_i <= num_i {
+                sz_i - num_i - 1
+            } else {
+                len_i
+            };
             let n_starts = (sz_i - min_len) as usize; // >= num_mask + 1 in the adjusted case
             let mut pool: Vec<usize> = (0..n_starts).collect();
             let starts = rng.choose_distinct(&mut pool, num_mask);
@@ -112,7 +126,11 @@ pub fn compute_mask_indices(
     let m = rows.iter().map(Vec::len).min().unwrap_or(0);
     let mut mask = vec![false; batch * frames];
     for (b, mut idx) in rows.into_iter().enumerate() {
-        let keep = if idx.len() > m { rng.choose_distinct(&mut idx, m) } else { idx };
+        let keep = if idx.len() > m {
+            rng.choose_distinct(&mut idx, m)
+        } else {
+            idx
+        };
         for i in keep {
             mask[b * frames + i] = true;
         }

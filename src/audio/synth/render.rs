@@ -384,47 +384,43 @@ pub struct Stroke {
     pub noise: Option<NoiseBurst>,
 }
 
-/// Adds `stroke` into `buf`.
+/// Adds `stroke` into `buf`: the tonal partials for 5 decay times, the noise for 5 of its own.
 pub fn render_stroke(buf: &mut [f32], sr: f32, st: &Stroke, bank: &Bank, noise: &mut u32) {
     let start = (st.start * sr).round().max(0.0) as usize;
     if start >= buf.len() {
         return;
     }
-    let noise_decay = st.noise.map_or(0.0, |n| n.decay);
-    let longest = if st.freq > 0.0 {
-        st.decay.max(noise_decay)
-    } else {
-        noise_decay
-    };
-    let len = ((5.0 * longest * sr) as usize).min(buf.len() - start);
-    let mut phases = [0f64; 8];
-    let tone_step = (-1.0 / (st.decay.max(1e-4) * sr)).exp();
-    let bend_step = (-1.0 / (0.03 * sr)).exp();
-    let (mut tone_env, mut bend) = (1f32, st.bend);
-    let mut filt = st.noise.map(|n| (Svf::new(n.centre_hz, n.q, sr), n));
-    let noise_step = (-1.0 / (noise_decay.max(1e-4) * sr)).exp();
-    let mut noise_env = 1f32;
-    let sine = &bank.sine;
-    for (k, y) in buf[start..start + len].iter_mut().enumerate() {
-        // 1 ms attack ramp, so no click wider than the noise burst itself.
-        let ramp = (k as f32 / (0.001 * sr)).min(1.0);
-        let mut s = 0.0;
-        if st.freq > 0.0 {
-            let f = st.freq * (1.0 + bend);
+    let out = &mut buf[start..];
+    // 1 ms attack ramp, so no click wider than the noise burst itself.
+    let ramp = |k: usize| (k as f32 / (0.001 * sr)).min(1.0);
+    if st.freq > 0.0 {
+        let len = ((5.0 * st.decay * sr) as usize).min(out.len());
+        let mut phases = [0f64; 8];
+        let tone_step = (-1.0 / (st.decay.max(1e-4) * sr)).exp();
+        let bend_step = (-1.0 / (0.03 * sr)).exp();
+        let (mut env, mut bend) = (st.gain, st.bend);
+        for (k, y) in out[..len].iter_mut().enumerate() {
+            let f = st.freq * (1.0 + bend) / sr;
+            let mut s = 0.0;
             for (ph, &(ratio, amp)) in phases.iter_mut().zip(st.partials) {
-                *ph += (f * ratio / sr) as f64;
+                *ph += (f * ratio) as f64;
                 *ph -= ph.floor();
-                s += amp * lookup(sine, *ph);
+                s += amp * lookup(&bank.sine, *ph);
             }
-            s *= tone_env;
-            tone_env *= tone_step;
+            *y += env * ramp(k) * s;
+            env *= tone_step;
             bend *= bend_step;
         }
-        if let Some((f, n)) = filt.as_mut() {
-            let (bp, hp) = f.step(white(noise));
-            s += n.gain * noise_env * if n.highpass { hp } else { 3.0 * bp };
-            noise_env *= noise_step;
+    }
+    if let Some(n) = st.noise {
+        let len = ((5.0 * n.decay * sr) as usize).min(out.len());
+        let mut filt = Svf::new(n.centre_hz, n.q, sr);
+        let step = (-1.0 / (n.decay.max(1e-4) * sr)).exp();
+        let mut env = st.gain * n.gain;
+        for (k, y) in out[..len].iter_mut().enumerate() {
+            let (bp, hp) = filt.step(white(noise));
+            *y += env * ramp(k) * if n.highpass { hp } else { 3.0 * bp };
+            env *= step;
         }
-        *y += st.gain * ramp * s;
     }
 }

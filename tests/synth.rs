@@ -1,0 +1,266 @@
+//! The synthetic corpus: determinism, shapes, and musical properties measured from the audio with
+//! analyses that know nothing of the generator (FFT peak pitch, Goertzel drone persistence,
+//! high-band spectral-flux onsets).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use culturemert_raw::audio::fft::{Complex, RealFftPlan};
+use culturemert_raw::audio::synth::{
+    all_traditions, assign_splits, generate, tag_vocabulary, write_corpus, SynthClip, SynthConfig,
+};
+
+const SR: f32 = 24000.0;
+
+fn cfg(seed: u64, clips: usize, secs: f32, traditions: &[&str]) -> SynthConfig {
+    SynthConfig {
+        seed,
+        sample_rate: SR as u32,
+        clip_seconds: secs,
+        clips_per_tradition: clips,
+        traditions: traditions.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn has(c: &SynthClip, tag: &str) -> bool {
+    c.tags.iter().any(|t| t == tag)
+}
+
+/// Magnitude spectrum of a Hann-windowed frame zero-padded to `nfft`.
+fn spectrum(frame: &[f32], nfft: usize, plan: &RealFftPlan) -> Vec<f64> {
+    let n = frame.len();
+    let mut buf = vec![0f64; nfft];
+    for (i, &x) in frame.iter().enumerate() {
+        let w = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos();
+        buf[i] = x as f64 * w;
+    }
+    let mut out = vec![Complex::ZERO; nfft / 2 + 1];
+    plan.forward(&buf, &mut out);
+    out.iter().map(|c| c.abs()).collect()
+}
+
+/// Frequency of the strongest spectral peak in [lo, hi] Hz, refined by a parabola through the
+/// log-magnitudes of the peak bin and its neighbours.
+fn peak_hz(mag: &[f64], nfft: usize, lo: f64, hi: f64) -> f64 {
+    let bin = SR as f64 / nfft as f64;
+    let (a, b) = ((lo / bin) as usize, (hi / bin) as usize);
+    let k = (a..b).max_by(|&i, &j| mag[i].total_cmp(&mag[j])).unwrap();
+    let (l, c, r) = (mag[k - 1].ln(), mag[k].ln(), mag[k + 1].ln());
+    let delta = 0.5 * (l - r) / (l - 2.0 * c + r);
+    (k as f64 + delta) * bin
+}
+
+/// Pitches (cents relative to A4 = 440 Hz) of notes held steady for >= 3 hops: frames of 4096
+/// samples, hop 1024, padded to 16384; a run continues while the peak stays within 3 cents.
+fn steady_pitches(x: &[f32]) -> Vec<f64> {
+    let (n, hop, nfft) = (4096, 1024, 16384);
+    let plan = RealFftPlan::new(nfft);
+    let cents: Vec<f64> = (0..(x.len() - n) / hop)
+        .map(|f| {
+            let mag = spectrum(&x[f * hop..f * hop + n], nfft, &plan);
+            1200.0 * (peak_hz(&mag, nfft, 100.0, 2000.0) / 440.0).log2()
+        })
+        .collect();
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < cents.len() {
+        let mut j = i + 1;
+        while j < cents.len() && (cents[j] - cents[i]).abs() < 3.0 {
+            j += 1;
+        }
+        if j - i >= 3 {
+            runs.push(cents[i..j].iter().sum::<f64>() / (j - i) as f64);
+        }
+        i = j;
+    }
+    runs
+}
+
+/// Distance of `cents` to the nearest multiple of `step`.
+fn off_grid(cents: f64, step: f64) -> f64 {
+    let r = cents.rem_euclid(step);
+    r.min(step - r)
+}
+
+/// Pairwise intervals between distinct steady pitches (> 30 cents apart).
+fn intervals(p: &[f64]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (i, a) in p.iter().enumerate() {
+        for b in &p[i + 1..] {
+            if (a - b).abs() > 30.0 {
+                out.push((a - b).abs());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn same_seed_same_audio_other_seed_other_audio() {
+    let c = cfg(7, 2, 1.5, &["makam", "carnatic"]);
+    let a = generate(&c).unwrap();
+    let b = generate(&c).unwrap();
+    assert_eq!(a.len(), 4);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.name, y.name);
+        assert_eq!(x.tags, y.tags);
+        assert!(x.samples == y.samples, "{} differs between runs", x.name);
+    }
+    let other = generate(&SynthConfig {
+        seed: 8,
+        ..c.clone()
+    })
+    .unwrap();
+    for (x, y) in a.iter().zip(&other) {
+        let diff = x
+            .samples
+            .iter()
+            .zip(&y.samples)
+            .filter(|(p, q)| p != q)
+            .count();
+        assert!(
+            diff > x.samples.len() / 2,
+            "{}: seeds 7 and 8 differ in only {diff} samples",
+            x.name
+        );
+    }
+    // A clip depends only on (seed, tradition, index), not on what else is generated.
+    let alone = generate(&cfg(7, 1, 1.5, &["carnatic"])).unwrap();
+    assert!(alone[0].samples == a[2].samples && alone[0].name == "carnatic_000");
+}
+
+#[test]
+fn shapes_peaks_and_tags() {
+    let c = cfg(1, 6, 2.0, &all_traditions());
+    let clips = generate(&c).unwrap();
+    assert_eq!(clips.len(), 30);
+    let vocab = tag_vocabulary();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (k, clip) in clips.iter().enumerate() {
+        let t = all_traditions()[k / 6];
+        assert_eq!(clip.tradition, t);
+        assert_eq!(clip.name, format!("{t}_{:03}", k % 6));
+        assert_eq!(clip.samples.len(), 48000);
+        assert!(
+            clip.samples.iter().all(|x| x.is_finite()),
+            "{} has NaN/inf",
+            clip.name
+        );
+        let peak = clip.samples.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!((peak - 0.9).abs() < 1e-6, "{}: peak {peak}", clip.name);
+        let rms = (clip.samples.iter().map(|x| x * x).sum::<f32>() / 48000.0).sqrt();
+        assert!(rms > 0.03, "{}: rms {rms} (near silence)", clip.name);
+        for tag in &clip.tags {
+            assert!(
+                vocab.contains(tag),
+                "{}: tag {tag} not in the vocabulary",
+                clip.name
+            );
+            *seen.entry(tag).or_default() += 1;
+        }
+        for kind in ["tradition:", "scale:", "meter:", "tempo:"] {
+            let n = clip.tags.iter().filter(|x| x.starts_with(kind)).count();
+            assert_eq!(n, 1, "{}: {n} {kind} tags in {:?}", clip.name, clip.tags);
+        }
+        assert!(has(clip, &format!("tradition:{t}")));
+        assert!(clip.tags.iter().any(|x| x.starts_with("ornament:")));
+        assert!(clip.tags.iter().any(|x| x.starts_with("instrument:")));
+        let drone = matches!(t, "hindustani" | "carnatic" | "lyra");
+        assert_eq!(has(clip, "drone"), drone, "{}: {:?}", clip.name, clip.tags);
+    }
+    // Shared tags really are shared across traditions.
+    for tag in [
+        "meter:9/8",
+        "meter:7/8",
+        "scale:hicaz",
+        "scale:minor",
+        "family:bowed",
+        "family:plucked",
+        "drone",
+    ] {
+        let trads: std::collections::HashSet<&str> = generate(&cfg(3, 16, 0.5, &all_traditions()))
+            .unwrap()
+            .iter()
+            .filter(|c| has(c, tag))
+            .map(|c| match c.tradition.as_str() {
+                "western" => "w",
+                "makam" => "m",
+                "hindustani" => "h",
+                "carnatic" => "c",
+                _ => "l",
+            })
+            .collect();
+        assert!(trads.len() >= 2, "{tag} occurs only in {trads:?}");
+    }
+    assert!(
+        seen.len() >= 35,
+        "only {} distinct tags in 30 clips",
+        seen.len()
+    );
+}
+
+#[test]
+fn bad_configs_are_errors() {
+    let e = generate(&cfg(0, 1, 1.0, &["western", "polka"])).unwrap_err();
+    assert!(format!("{e:#}").contains("polka"), "{e:#}");
+    assert!(generate(&cfg(0, 1, 1.0, &["lyra", "lyra"])).is_err());
+    assert!(generate(&cfg(0, 1, f32::NAN, &["lyra"])).is_err());
+    assert!(generate(&SynthConfig {
+        sample_rate: 100,
+        ..cfg(0, 1, 1.0, &["lyra"])
+    })
+    .is_err());
+    assert!(generate(&cfg(0, 0, 1.0, &["lyra"])).unwrap().is_empty());
+}
+
+/// Makam notes sit on 53-TET steps that 12-TET lacks; western notes sit on the 12-TET grid of A440.
+#[test]
+fn makam_uses_53_tet_and_western_uses_12_tet() {
+    let comma = 1200.0 / 53.0;
+    let clips = generate(&cfg(11, 8, 4.0, &["makam", "western"])).unwrap();
+    let (mut m_int, mut w_int, mut w_pitch) = (Vec::new(), Vec::new(), Vec::new());
+    for c in &clips {
+        let p = steady_pitches(&c.samples);
+        if c.tradition == "makam" {
+            m_int.extend(intervals(&p));
+        } else {
+            w_int.extend(intervals(&p));
+            w_pitch.extend(p);
+        }
+    }
+    let frac = |v: &[f64], f: &dyn Fn(f64) -> bool| {
+        v.iter().filter(|&&x| f(x)).count() as f64 / v.len() as f64
+    };
+    let m_comma = frac(&m_int, &|x| off_grid(x, comma) < 3.0);
+    let m_not_tet = frac(&m_int, &|x| off_grid(x, 100.0) > 7.0);
+    let w_tet = frac(&w_int, &|x| off_grid(x, 100.0) < 3.0);
+    let w_abs = frac(&w_pitch, &|x| off_grid(x, 100.0) < 3.0);
+    eprintln!(
+        "makam: {} intervals, {m_comma:.3} within 3c of a comma multiple, {m_not_tet:.3} > 7c off 12-TET; \
+         western: {} intervals, {w_tet:.3} within 3c of 12-TET, {} pitches, {w_abs:.3} within 3c of A440 grid",
+        m_int.len(),
+        w_int.len(),
+        w_pitch.len()
+    );
+    assert!(m_int.len() >= 50 && w_int.len() >= 50);
+    assert!(m_comma > 0.9, "makam intervals on 53-TET: {m_comma}");
+    assert!(m_not_tet > 0.3, "makam intervals off 12-TET: {m_not_tet}");
+    assert!(w_tet > 0.9, "western intervals on 12-TET: {w_tet}");
+    assert!(w_abs > 0.9, "western pitches on the A440 grid: {w_abs}");
+}
+
+/// Speed of the full-size corpus (5 traditions x 40 clips x 5 s); run with --ignored --nocapture.
+#[test]
+#[ignore]
+fn generation_speed() {
+    let t0 = Instant::now();
+    let clips = generate(&cfg(0, 40, 5.0, &all_traditions())).unwrap();
+    let s = t0.elapsed().as_secs_f64();
+    eprintln!("{} clips, {:.0} s of audio in {s:.2} s ({:.0}x real time)", clips.len(), clips.len() as f64 * 5.0, clips.len() as f64 * 5.0 / s);
+    for t in all_traditions() {
+        let t1 = Instant::now();
+        generate(&cfg(0, 40, 5.0, &[t])).unwrap();
+        eprintln!("  {t}: {:.2} s", t1.elapsed().as_secs_f64());
+    }
+}
