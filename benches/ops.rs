@@ -54,7 +54,7 @@ fn bench_conv1d(c: &mut Criterion) {
         batch: 1,
         in_channels: 1,
         out_channels: 512,
-        in_len: 120_000 / 5,
+        in_len: 120_000,
         kernel: 10,
         stride: 5,
         padding: 0,
@@ -64,7 +64,7 @@ fn bench_conv1d(c: &mut Criterion) {
         batch: 1,
         in_channels: 512,
         out_channels: 512,
-        in_len: 4799,
+        in_len: 23_999,
         kernel: 3,
         stride: 2,
         padding: 0,
@@ -83,8 +83,8 @@ fn bench_conv1d(c: &mut Criterion) {
     let mut g = c.benchmark_group("conv1d");
     g.measurement_time(Duration::from_secs(3)).sample_size(10);
     for (name, s) in [
-        ("layer1 1->512 k10s5 L24000", layer1),
-        ("layer2 512->512 k3s2 L4799", layer2),
+        ("layer1 1->512 k10s5 L120000", layer1),
+        ("layer2 512->512 k3s2 L23999", layer2),
         ("posconv 768 k128 g16 L374", pos),
     ] {
         let kin = s.in_channels / s.groups * s.kernel;
@@ -205,4 +205,30 @@ fn bench_transformer_parts(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_sgemm, bench_conv1d, bench_transformer_parts);
-criterion_main!(benches);
+criterion_main!(benches, ab);
+
+fn ab_conv(c: &mut Criterion) {
+    set_num_threads(2);
+    let s = Conv1dShape { batch: 1, in_channels: 512, out_channels: 512, in_len: 23_999, kernel: 3, stride: 2, padding: 0, groups: 1 };
+    let lout = s.out_len();
+    let (x, w) = (data(512 * s.in_len, 3), data(512 * 512 * 3, 4));
+    let mut out = vec![0.0f32; 512 * lout];
+    let mut col = vec![0.0f32; 512 * 3 * lout];
+    let mut g = c.benchmark_group("ab");
+    g.measurement_time(Duration::from_secs(4)).sample_size(10);
+    g.bench_function("taps", |bch| bch.iter(|| conv1d_forward(&mut out, black_box(&x), &w, None, &s)));
+    g.bench_function("im2col", |bch| {
+        bch.iter(|| {
+            for r in 0..512 * 3 {
+                let (ci, kk) = (r / 3, r % 3);
+                for t in 0..lout {
+                    col[r * lout + t] = x[ci * s.in_len + 2 * t + kk];
+                }
+            }
+            sgemm(512, lout, 512 * 3, &w, false, &col, false, &mut out, false)
+        })
+    });
+    g.bench_function("gemm-only", |bch| bch.iter(|| sgemm(512, lout, 512 * 3, &w, false, black_box(&col), false, &mut out, false)));
+    g.finish();
+}
+criterion_group!(ab, ab_conv);

@@ -68,10 +68,10 @@ fn direct_frames(plan: &CqtPlan, audio: &[f32], frames: &[usize]) -> Vec<Vec<f64
                     let l = plan.lengths()[k];
                     let start = kernel_start(l, w);
                     let mut acc = Complex::ZERO;
-                    for n in start..start + l {
+                    for (n, kv) in kernels[k].iter().enumerate().skip(start).take(l) {
                         let u = (plan.hop() * j + n) as i64 - (w / 2) as i64;
                         if u >= 0 && (u as usize) < audio.len() {
-                            acc += kernels[k][n].conj().scale(audio[u as usize] as f64);
+                            acc += kv.conj().scale(audio[u as usize] as f64);
                         }
                     }
                     acc.abs() * (l as f64).sqrt()

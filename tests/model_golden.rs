@@ -1,5 +1,6 @@
 //! MERT forward and every parameter gradient vs transformers' HubertModel (golden files written by
-//! reference/make_golden_model.py), for both model forms and both weight-norm spellings.
+//! reference/make_golden_model.py), for the three model forms (post-LN + GroupNorm conv = MERT-v1-95M,
+//! pre-LN + GroupNorm conv = MERT-v1-330M, pre-LN + LayerNorm convs with conv bias) and both weight-norm spellings.
 //!
 //! Tolerance: max |ours - torch| <= 1e-4 * max |torch| per tensor (f32 on both sides; differences come only
 //! from summation order), for hidden states and for gradients.
@@ -148,4 +149,14 @@ fn pytorch_bin_loads_same_parameters_as_safetensors() {
         assert_eq!(p.value.shape(), q.value.shape(), "{}", p.name);
         assert_eq!(p.value.data(), q.value.data(), "{}", p.name);
     }
+}
+
+#[test]
+fn pre_ln_layer_norm_conv_batch_with_padding() {
+    check_model("tiny_preln_layerconv", "golden_batch.safetensors");
+}
+
+#[test]
+fn pre_ln_layer_norm_conv_single_clip() {
+    check_model("tiny_preln_layerconv", "golden_single.safetensors");
 }

@@ -264,7 +264,38 @@ fn conv1d_matches_direct_loops() {
             groups: 1,
             ..base
         },
-        // large enough for the threaded sgemm and im2col paths
+        // tap-wise GEMM path (cin/groups >= 32, kernel <= 8), with and without padding
+        Conv1dShape {
+            batch: 2,
+            in_channels: 64,
+            out_channels: 10,
+            in_len: 31,
+            kernel: 3,
+            stride: 2,
+            padding: 2,
+            groups: 2,
+        },
+        Conv1dShape {
+            batch: 1,
+            in_channels: 40,
+            out_channels: 6,
+            in_len: 9,
+            kernel: 8,
+            stride: 3,
+            padding: 7,
+            groups: 1,
+        },
+        // large enough for the threaded sgemm paths
+        Conv1dShape {
+            batch: 1,
+            in_channels: 24,
+            out_channels: 48,
+            in_len: 301,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+            groups: 1,
+        },
         Conv1dShape {
             batch: 1,
             in_channels: 64,

@@ -221,6 +221,33 @@ fn conv1d_gradients() {
         },
         4,
     );
+    // many input channels, short kernel: the tap-wise GEMM path (no im2col), with padding
+    conv_case(
+        Conv1dShape {
+            batch: 2,
+            in_channels: 32,
+            out_channels: 5,
+            in_len: 23,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+            groups: 1,
+        },
+        17,
+    );
+    conv_case(
+        Conv1dShape {
+            batch: 1,
+            in_channels: 64,
+            out_channels: 4,
+            in_len: 11,
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+            groups: 2,
+        },
+        18,
+    );
     // 1x1 conv (no unfolding path)
     conv_case(
         Conv1dShape {

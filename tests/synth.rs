@@ -264,3 +264,113 @@ fn generation_speed() {
         eprintln!("  {t}: {:.2} s", t1.elapsed().as_secs_f64());
     }
 }
+
+/// Strongest component present in every 0.25 s window: over candidate frequencies (peaks of the
+/// long-term spectrum, 60-1000 Hz), the minimum over windows of the share of window power that a
+/// Hann-windowed DTFT at that frequency holds (1.0 for a pure sinusoid), maximised over candidates.
+/// Returns (share, frequency).
+fn persistent_component(x: &[f32]) -> (f64, f64) {
+    let nfft = 8192;
+    let plan = RealFftPlan::new(nfft);
+    let mut ltas = vec![0f64; nfft / 2 + 1];
+    for f in 0..(x.len() - nfft) / 4096 {
+        for (a, m) in ltas.iter_mut().zip(spectrum(&x[f * 4096..f * 4096 + nfft], nfft, &plan)) {
+            *a += m;
+        }
+    }
+    let bin = SR as f64 / nfft as f64;
+    let mut cands: Vec<usize> = ((60.0 / bin) as usize..(1000.0 / bin) as usize)
+        .filter(|&k| ltas[k] > ltas[k - 1] && ltas[k] >= ltas[k + 1])
+        .collect();
+    cands.sort_by(|&a, &b| ltas[b].total_cmp(&ltas[a]));
+    cands.truncate(12);
+    let n = 6000;
+    let hann: Vec<f64> = (0..n).map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()).collect();
+    let mut best = (0.0, 0.0);
+    for k in cands {
+        let f = peak_hz(&ltas, nfft, k as f64 * bin - 1.0, k as f64 * bin + 1.0);
+        let w = 2.0 * std::f64::consts::PI * f / SR as f64;
+        let mut worst = f64::INFINITY;
+        for win in x.chunks_exact(n) {
+            let (mut re, mut im, mut energy) = (0.0, 0.0, 0.0);
+            for (i, (&s, &h)) in win.iter().zip(&hann).enumerate() {
+                let v = s as f64 * h;
+                re += v * (w * i as f64).cos();
+                im -= v * (w * i as f64).sin();
+                energy += v * v;
+            }
+            worst = worst.min((re * re + im * im) / (n as f64 / 3.0 * energy));
+        }
+        if worst > best.0 {
+            best = (worst, f);
+        }
+    }
+    best
+}
+
+#[test]
+fn debug_drone() {
+    let clips = generate(&cfg(5, 6, 4.0, &all_traditions())).unwrap();
+    for c in &clips {
+        let (share, f) = persistent_component(&c.samples);
+        eprintln!("{} drone={} share {share:.4} at {f:.1} Hz", c.name, has(c, "drone"));
+    }
+}
+
+/// Onset times (s) from the spectral flux above 6.5 kHz (frames 256, hop 64): local maxima within
+/// +-30 ms that exceed 20% of the largest flux.
+fn high_band_onsets(x: &[f32]) -> Vec<f64> {
+    let (n, hop) = (256, 64);
+    let plan = RealFftPlan::new(n);
+    let lo = (6500.0 / (SR / n as f32)) as usize;
+    let mut prev = vec![0f64; n / 2 + 1];
+    let mut flux = Vec::new();
+    for f in 0..(x.len() - n) / hop {
+        let mag = spectrum(&x[f * hop..f * hop + n], n, &plan);
+        flux.push((lo..=n / 2).map(|k| (mag[k] - prev[k]).max(0.0)).sum::<f64>());
+        prev = mag;
+    }
+    let max = flux.iter().cloned().fold(0.0, f64::max);
+    let w = (0.03 * SR as f64 / hop as f64) as usize;
+    (0..flux.len())
+        .filter(|&i| {
+            let nb = &flux[i.saturating_sub(w)..(i + w + 1).min(flux.len())];
+            flux[i] > 0.2 * max && nb.iter().all(|&v| v <= flux[i]) && nb.iter().position(|&v| v == flux[i]).unwrap() + i.saturating_sub(w) == i
+        })
+        .map(|i| (i * hop) as f64 / SR as f64)
+        .collect()
+}
+
+#[test]
+fn debug_onsets() {
+    let clips = generate(&cfg(5, 10, 5.0, &["makam", "lyra", "western"])).unwrap();
+    for c in clips.iter().filter(|c| has(c, "percussion")) {
+        let on = high_band_onsets(&c.samples);
+        let ioi: Vec<String> = on.windows(2).map(|w| format!("{:.3}", w[1] - w[0])).collect();
+        eprintln!("{} {:?} {:?}", c.name, c.tags.iter().filter(|t| t.starts_with("meter")).collect::<Vec<_>>(), ioi);
+    }
+}
+
+#[test]
+fn debug_drone2() {
+    let clips = generate(&cfg(5, 1, 4.0, &["carnatic"])).unwrap();
+    let x = &clips[0].samples;
+    let n = 6000;
+    for f in [63.0, 84.5, 126.9, 253.8, 95.2, 190.4] {
+        let w = 2.0 * std::f64::consts::PI * f / SR as f64;
+        let mut v = Vec::new();
+        for win in x.chunks_exact(n) {
+            let (mut re, mut im, mut energy) = (0.0, 0.0, 0.0);
+            for (i, &s) in win.iter().enumerate() {
+                let h = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos();
+                let v = s as f64 * h;
+                re += v * (w * i as f64).cos();
+                im -= v * (w * i as f64).sin();
+                energy += v * v;
+            }
+            v.push(format!("{:.3}", (re * re + im * im) / (n as f64 / 3.0 * energy)));
+        }
+        eprintln!("{f} {v:?}");
+    }
+    eprintln!("{:?}", clips[0].tags);
+}

@@ -142,3 +142,91 @@ fn clear_errors() {
     assert!(err_of("torch_bin/missing.bin").contains("cannot open"));
     assert!(err_of("torch_bin/truth.safetensors").contains("not a zip"));
 }
+
+/// Writes a torch-style zip (data.pkl, byteorder, version, data/0 under "tiny/") by hand;
+/// torch.load reads the result (checked once by hand: [[1, 3, 5], [2, 4, 6]] for both byte orders).
+fn write_zip(name: &str, pickle: &[u8], byteorder: &[u8], storage: &[u8]) -> PathBuf {
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    let dir = std::env::temp_dir().join(format!("cmr-torch-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (entry, bytes) in [
+        ("tiny/data.pkl", pickle),
+        ("tiny/byteorder", byteorder),
+        ("tiny/version", b"3\n"),
+        ("tiny/data/0", storage),
+    ] {
+        z.start_file(entry, opts).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap();
+    path
+}
+
+/// Protocol-2 pickle of {"w": _rebuild_tensor_v2(storage '0' (7 floats), offset 1, size (2, 3),
+/// stride (1, 2), False, OrderedDict())}, written opcode by opcode from the pickle spec.
+/// The offset uses BININT and one size uses LONG1, which torch emits for larger numbers.
+fn hand_pickle() -> Vec<u8> {
+    let s = |x: &str| [&[b'X'][..], &(x.len() as u32).to_le_bytes(), x.as_bytes()].concat();
+    [
+        &b"\x80\x02}("[..],
+        &s("w"),
+        b"ctorch._utils\n_rebuild_tensor_v2\n((",
+        &s("storage"),
+        b"ctorch\nFloatStorage\n",
+        &s("0"),
+        &s("cpu"),
+        b"K\x07tQ",
+        b"J\x01\x00\x00\x00",
+        b"K\x02\x8a\x01\x03\x86",
+        b"K\x01K\x02\x86",
+        b"\x89ccollections\nOrderedDict\n)Rq\x00",
+        b"tRu.",
+    ]
+    .concat()
+}
+
+#[test]
+fn hand_built_checkpoint_big_endian_and_bad_opcode() {
+    // Element [i][j] is storage[1 + i + 2j]: [[1, 3, 5], [2, 4, 6]].
+    let want = vec![1.0f32, 3.0, 5.0, 2.0, 4.0, 6.0];
+    let le: Vec<u8> = (0..7).flat_map(|v| (v as f32).to_le_bytes()).collect();
+    let be: Vec<u8> = (0..7).flat_map(|v| (v as f32).to_be_bytes()).collect();
+    for (name, order, bytes) in [
+        ("le.bin", &b"little"[..], &le),
+        ("be.bin", &b"big"[..], &be),
+    ] {
+        let got = read_torch_state_dict(&write_zip(name, &hand_pickle(), order, bytes)).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].0.as_str(), got[0].1.as_slice()),
+            ("w", &[2usize, 3][..])
+        );
+        assert_eq!(got[0].2, TorchData::F32(want.clone()), "{name}");
+    }
+    // INST ('i') is valid pickle but never used by torch.save: the error must name it.
+    let mut bad = hand_pickle();
+    let at = bad.len() - 4;
+    bad.insert(at, b'i');
+    let e = read_torch_state_dict(&write_zip("bad-op.bin", &bad, b"little", &le)).unwrap_err();
+    let msg = format!("{e:#}");
+    eprintln!("{msg}");
+    assert!(msg.contains("unsupported pickle opcode 0x69"), "{msg}");
+    // A view reaching past its storage is refused, not read out of bounds.
+    let e = read_torch_state_dict(&write_zip(
+        "short.bin",
+        &hand_pickle(),
+        b"little",
+        &le[..24],
+    ))
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    eprintln!("{msg}");
+    assert!(
+        msg.contains("tensor w") && msg.contains("6-element storage"),
+        "{msg}"
+    );
+}

@@ -82,6 +82,7 @@ struct Launch {
     WarpOp op = WarpOp::Sync;
     int first = -1;
   } warps[32];
+  unsigned warp_exited[32] = {};  // lanes of each warp that have returned
   unsigned char* dyn_smem = nullptr;
   std::string error;
 };
@@ -273,6 +274,7 @@ bool run_block(Launch& L, std::vector<int>& order) {
   L.barrier_arrived = L.barrier_count = L.exited = 0;
   L.first_exited = -1;
   for (auto& w : L.warps) w = Launch::Warp{};
+  for (auto& e : L.warp_exited) e = 0;
   int done = 0;
   while (true) {
     if (g_schedule == 2) {  // a fresh seeded permutation every pass (xorshift64*)
@@ -348,23 +350,23 @@ unsigned long long warp_collective(WarpOp op, unsigned mask, unsigned long long 
   Fiber& f = L.fibers[me];
   const int lanes_in_warp = L.n - base < 32 ? L.n - base : 32;
   const unsigned existing = lanes_in_warp == 32 ? 0xffffffffu : ((1u << lanes_in_warp) - 1u);
-  const std::string where = std::string(op_name(op)) + " at " + site(file, line);
+  auto where = [&] { return std::string(op_name(op)) + " at " + site(file, line); };  // errors only
   if (!(mask >> lane & 1u))
-    fail(L, where + ": " + thread_name(L, me) + " (lane " + std::to_string(lane) + ") is not in its mask");
+    fail(L, where() + ": " + thread_name(L, me) + " (lane " + std::to_string(lane) + ") is not in its mask");
   if (mask & ~existing)
-    fail(L, where + ": mask names lanes that do not exist in the block (" + thread_name(L, me) + ")");
+    fail(L, where() + ": mask names lanes that do not exist in the block (" + thread_name(L, me) + ")");
   if (width < 1 || width > 32 || (width & (width - 1)) != 0)
-    fail(L, where + ": width " + std::to_string(width) + " is not a power of two <= 32");
+    fail(L, where() + ": width " + std::to_string(width) + " is not a power of two <= 32");
   Launch::Warp& w = L.warps[warp];
   if (w.arrived == 0) {
     w.mask = mask, w.op = op, w.first = me;
   } else if (w.mask != mask || w.op != op) {
-    fail(L, where + ": " + thread_name(L, me) + " does not match thread " + coords(L.fibers[w.first].tid) +
+    fail(L, where() + ": " + thread_name(L, me) + " does not match thread " + coords(L.fibers[w.first].tid) +
                 " waiting at " + op_name(w.op) + " " + site(L.fibers[w.first].file, L.fibers[w.first].line));
   }
-  for (int l = 0; l < 32; ++l)
-    if ((mask >> l & 1u) && L.fibers[base + l].state == State::Done)
-      fail(L, where + ": " + thread_name(L, me) + " waits for lane " + std::to_string(l) + " which has exited");
+  if (const unsigned gone = mask & L.warp_exited[warp])
+    fail(L, where() + ": " + thread_name(L, me) + " waits for lane " + std::to_string(__builtin_ctz(gone)) +
+                " which has exited");
   f.op = op, f.mask = mask, f.value = value, f.arg = arg, f.width = width, f.file = file, f.line = line;
   w.arrived |= 1u << lane;
   if (w.arrived != mask) {
@@ -391,7 +393,7 @@ unsigned long long warp_collective(WarpOp op, unsigned mask, unsigned long long 
     if (src < 0 || src > 31 || !(mask >> src & 1u)) {
       L.current = base + l;  // name the reading lane in the error
       threadIdx = g.tid;
-      fail(L, where + ": thread " + coords(g.tid) + " of block " + coords(blockIdx) + " reads lane " +
+      fail(L, where() + ": thread " + coords(g.tid) + " of block " + coords(blockIdx) + " reads lane " +
                   std::to_string(src) + " which is not in the mask 0x" + [&] {
                     char b[16];
                     std::snprintf(b, sizeof b, "%08x", mask);
@@ -503,6 +505,7 @@ extern "C" [[noreturn]] void emu_fiber_main(emu::Fiber* f) {
                      emu::coords(L.fibers[w.first].tid) + " waits for it at " + emu::op_name(w.op) + " " +
                      emu::site(L.fibers[w.first].file, L.fibers[w.first].line));
   if (L.exited++ == 0) L.first_exited = f->linear;
+  L.warp_exited[f->linear / 32] |= 1u << (f->linear % 32);
   f->state = emu::State::Done;
   emu::yield_to_scheduler(L, true);
   __builtin_unreachable();

@@ -86,7 +86,13 @@ impl CqtPlan {
         bins_per_octave: usize,
         threshold: f64,
     ) -> Result<Self> {
-        if sr == 0 || hop == 0 || n_bins == 0 || bins_per_octave == 0 || !(fmin > 0.0) {
+        if sr == 0
+            || hop == 0
+            || n_bins == 0
+            || bins_per_octave == 0
+            || fmin.is_nan()
+            || fmin <= 0.0
+        {
             bail!("CQT: sr, hop, fmin, n_bins and bins_per_octave must be positive");
         }
         if !(0.0..1.0).contains(&threshold) {
@@ -110,7 +116,7 @@ impl CqtPlan {
             .map(|&f| (q * sr_f / f).ceil() as usize)
             .collect();
         let max_len = *lengths.iter().max().unwrap_or(&1);
-        if max_len < 2 || max_len > 1 << 24 {
+        if !(2..=1 << 24).contains(&max_len) {
             bail!("CQT: kernel length {max_len} out of range (fmin too low or too high?)");
         }
         let width = max_len.next_power_of_two();
@@ -165,6 +171,27 @@ impl CqtPlan {
 
     pub fn threshold(&self) -> f64 {
         self.threshold
+    }
+
+    /// Overlap-save block length Lb = 2W (131072 for MERT).
+    pub fn block_len(&self) -> usize {
+        self.block
+    }
+
+    /// Fold size P of the per-kernel inverse FFT (2048 for MERT) and its output spacing s = Lb/P.
+    pub fn fold_len(&self) -> (usize, usize) {
+        (self.fold, self.spacing)
+    }
+
+    /// Frames computed from one block, F = (Lb - W)/hop + 1 (205 for MERT).
+    pub fn frames_per_block(&self) -> usize {
+        self.frames_per_block
+    }
+
+    /// Sparse spectrum of kernel k: first block-FFT bin `lo` (taken modulo Lb) and the values
+    /// conj(K_k[q]) * sqrt(l_k) / Lb for q = lo, lo+1, ... (for a device implementation).
+    pub fn kernel_band(&self, k: usize) -> (i64, &[[f32; 2]]) {
+        (self.bands[k].lo, &self.bands[k].values)
     }
 
     /// Total number of stored kernel-spectrum coefficients (the sparse kernel's size).

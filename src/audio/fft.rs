@@ -166,7 +166,7 @@ impl FftPlan {
                     let w = if inverse { w.conj() } else { w };
                     let t = w * *b;
                     *b = *a - t;
-                    *a = *a + t;
+                    *a += t;
                 }
             }
             h *= 2;

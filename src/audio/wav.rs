@@ -223,7 +223,11 @@ fn read_with_symphonia(path: &Path) -> Result<(Vec<Vec<f32>>, u32)> {
         .format(
             &hint,
             mss,
-            &FormatOptions::default(),
+            &FormatOptions {
+                // Trim encoder delay and padding (MP3/Vorbis) so lengths match the source.
+                enable_gapless: true,
+                ..Default::default()
+            },
             &MetadataOptions::default(),
         )
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -245,6 +249,7 @@ fn read_with_symphonia(path: &Path) -> Result<(Vec<Vec<f32>>, u32)> {
     let mut n_ch = track.codec_params.channels.map(|c| c.count()).unwrap_or(0);
     let mut interleaved: Vec<f32> = Vec::new();
     let mut buf: Option<SampleBuffer<f32>> = None;
+    let (mut skipped, mut last_error) = (0usize, String::new());
     loop {
         let packet = match format.next_packet() {
             Ok(p) => p,
@@ -254,10 +259,16 @@ fn read_with_symphonia(path: &Path) -> Result<(Vec<Vec<f32>>, u32)> {
         if packet.track_id() != track_id {
             continue;
         }
-        let decoded = decoder
-            .decode(&packet)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("corrupt audio data in {name}"))?;
+        // A damaged packet (common in MP3 streams) is skipped, as players do; other errors stop.
+        let decoded = match decoder.decode(&packet) {
+            Ok(d) => d,
+            Err(SymErr::DecodeError(e)) => {
+                skipped += 1;
+                last_error = e.to_string();
+                continue;
+            }
+            Err(e) => bail!("corrupt audio data in {name}: {e}"),
+        };
         let spec = *decoded.spec();
         rate = spec.rate;
         n_ch = spec.channels.count();
@@ -268,6 +279,9 @@ fn read_with_symphonia(path: &Path) -> Result<(Vec<Vec<f32>>, u32)> {
         };
         b.copy_interleaved_ref(decoded);
         interleaved.extend_from_slice(b.samples());
+    }
+    if interleaved.is_empty() && skipped > 0 {
+        bail!("audio file {name}: all {skipped} packets failed to decode ({last_error})");
     }
     if interleaved.is_empty() || n_ch == 0 {
         bail!("audio file {name} contains no audio samples");

@@ -49,12 +49,8 @@ impl Drop for Allocation {
         match self {
             // SAFETY: allocated in `host` with this layout.
             Allocation::Host { ptr, layout } => unsafe { std::alloc::dealloc(*ptr, *layout) },
-            Allocation::Driver { dptr, ctx } => {
-                if ctx.bind_to_thread().is_ok() {
-                    // SAFETY: dptr came from malloc_sync in this context and is freed once.
-                    let _ = unsafe { cudarc::driver::result::free_sync(*dptr) };
-                }
-            }
+            // Reuse is safe without a sync: all work runs in order on the one (null) stream.
+            Allocation::Driver { dptr, class, pool } => pool.give(*dptr, *class),
         }
     }
 }

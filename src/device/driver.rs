@@ -12,8 +12,70 @@ use super::buffer::{Allocation, DeviceBuffer};
 use super::kernel::{Kernel, KernelArgs, LaunchConfig, ModuleImages};
 use super::nvrtc::{Nvrtc, Target};
 
+/// Caching allocator: freed blocks are kept per size class and reused; cuMemFree only when the
+/// runtime goes away or an allocation fails.
+pub(crate) struct DriverPool {
+    ctx: Arc<CudaContext>,
+    free: Mutex<HashMap<usize, Vec<u64>>>,
+}
+
+/// Power-of-two classes up to 64 MiB (>= 256 B), then whole MiB.
+fn size_class(bytes: usize) -> usize {
+    const MIB: usize = 1 << 20;
+    if bytes <= 64 * MIB {
+        bytes.next_power_of_two().max(256)
+    } else {
+        bytes.div_ceil(MIB) * MIB
+    }
+}
+
+impl DriverPool {
+    fn take(&self, bytes: usize) -> Result<(u64, usize)> {
+        let class = size_class(bytes);
+        if let Some(p) = self.free.lock().unwrap().get_mut(&class).and_then(|v| v.pop()) {
+            return Ok((p, class));
+        }
+        self.ctx.bind_to_thread().map_err(|e| anyhow!("{e:?}"))?;
+        // SAFETY: plain allocation in a bound context; returned to the pool by Allocation::drop.
+        match unsafe { cudarc::driver::result::malloc_sync(class) } {
+            Ok(p) => Ok((p, class)),
+            Err(_) => {
+                self.release_cached();
+                // SAFETY: as above.
+                let p = unsafe { cudarc::driver::result::malloc_sync(class) }
+                    .map_err(|e| anyhow!("CUDA out of memory allocating {bytes} bytes: {e:?}"))?;
+                Ok((p, class))
+            }
+        }
+    }
+
+    pub(crate) fn give(&self, dptr: u64, class: usize) {
+        self.free.lock().unwrap().entry(class).or_default().push(dptr);
+    }
+
+    /// Frees every cached block (after the device is idle).
+    fn release_cached(&self) {
+        if self.ctx.bind_to_thread().is_err() || self.ctx.synchronize().is_err() {
+            return;
+        }
+        for (_, blocks) in self.free.lock().unwrap().drain() {
+            for p in blocks {
+                // SAFETY: p came from malloc_sync, is not in use (it is in the free list), freed once.
+                let _ = unsafe { cudarc::driver::result::free_sync(p) };
+            }
+        }
+    }
+}
+
+impl Drop for DriverPool {
+    fn drop(&mut self) {
+        self.release_cached();
+    }
+}
+
 pub struct DriverRuntime {
     pub(crate) ctx: Arc<CudaContext>,
+    pool: Arc<DriverPool>,
     stream: Arc<CudaStream>,
     /// Compute capability as major*10 + minor (e.g. 80, 90).
     pub arch: u32,
@@ -33,6 +95,7 @@ impl DriverRuntime {
         let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
         let stream = ctx.default_stream();
         Ok(DriverRuntime {
+            pool: Arc::new(DriverPool { ctx: ctx.clone(), free: Mutex::default() }),
             ctx,
             stream,
             arch: (major * 10 + minor) as u32,
@@ -137,18 +200,13 @@ impl DriverRuntime {
 
     pub fn alloc<T: bytemuck::Pod>(&self, len: usize, zero: bool) -> Result<DeviceBuffer<T>> {
         let bytes = (len * std::mem::size_of::<T>()).max(1);
-        self.ctx.bind_to_thread().map_err(|e| anyhow!("{e:?}"))?;
-        // SAFETY: plain allocation in a bound context; freed by Allocation::drop.
-        let dptr = unsafe { cudarc::driver::result::malloc_sync(bytes) }
-            .map_err(|e| anyhow!("cuMemAlloc of {bytes} bytes: {e:?}"))?;
-        let alloc = Allocation::Driver {
-            dptr,
-            ctx: self.ctx.clone(),
-        };
+        let (dptr, class) = self.pool.take(bytes)?;
+        let alloc = Allocation::Driver { dptr, class, pool: self.pool.clone() };
         if zero {
+            // Stream-ordered, like the kernels that will use the memory.
             // SAFETY: dptr is valid for `bytes` bytes.
-            unsafe { cudarc::driver::result::memset_d8_sync(dptr, 0, bytes) }
-                .map_err(|e| anyhow!("{e:?}"))?;
+            unsafe { cudarc::driver::result::memset_d8_async(dptr, 0, bytes, self.stream.cu_stream()) }
+                .map_err(|e| anyhow!("cuMemsetD8Async: {e:?}"))?;
         }
         Ok(DeviceBuffer::from_allocation(alloc, len))
     }

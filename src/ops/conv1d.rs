@@ -2,8 +2,12 @@
 //! col[(c*K + k), t] = x[b, g*Cin_g + c, t*stride + k - padding] (0 outside), then
 //! out[b, g*Cout_g .., :] = W_g [Cout_g, Cin_g*K] · col [Cin_g*K, Lout]. Backward is the transpose:
 //! dW_g += dout_g · colᵀ, dcol = W_gᵀ · dout_g scattered back into dx (col2im).
+//!
+//! Short kernels over many channels (the MERT conv stack: k3/k2, 512 channels) skip im2col: each
+//! tap k is one GEMM out[:, t] += W[:, :, k] · x[:, t*stride + k - padding] on strided views (the
+//! gemm crate packs strided operands itself), over the range of t where that tap is in bounds.
 
-use super::gemm::{rows_per_task, sgemm};
+use super::gemm::{rows_per_task, sgemm, sgemm_strided, MatRef};
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +42,24 @@ impl Conv1dShape {
             "conv1d: input shorter than kernel"
         );
     }
+}
+
+/// Tap-wise GEMMs pay off when each has a deep reduction (many input channels) and few taps.
+fn use_taps(s: &Conv1dShape) -> bool {
+    s.kernel <= 8 && s.in_channels / s.groups >= 32
+}
+
+/// Output positions [t0, t1) where tap `kk` reads inside the input, and the first input index.
+fn tap_range(s: &Conv1dShape, kk: usize, lout: usize) -> (usize, usize, usize) {
+    let t0 = s.padding.saturating_sub(kk).div_ceil(s.stride);
+    let end = s.in_len + s.padding; // need t*stride + kk < in_len + padding
+    let t1 = if end > kk {
+        ((end - kk - 1) / s.stride + 1).min(lout)
+    } else {
+        0
+    };
+    let t1 = t1.max(t0);
+    (t0, t1, (t0 * s.stride + kk).saturating_sub(s.padding))
 }
 
 /// Fills col [cin_g*K, lout] from the group's input channels xg [cin_g, lin].
@@ -109,7 +131,8 @@ pub fn conv1d_forward(
     );
     // A 1x1 stride-1 unpadded conv needs no unfolding: the input channels are the col matrix.
     let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
-    let mut col = if direct {
+    let taps = !direct && use_taps(s);
+    let mut col = if direct || taps {
         Vec::new()
     } else {
         vec![0.0f32; ck * lout]
@@ -124,6 +147,41 @@ pub fn conv1d_forward(
                 for (row, &bv) in og.chunks_exact_mut(lout).zip(&bias[g * cout_g..]) {
                     row.fill(bv);
                 }
+            }
+            if taps {
+                if bias.is_none() {
+                    og.fill(0.0);
+                }
+                for kk in 0..s.kernel {
+                    let (t0, t1, x0) = tap_range(s, kk, lout);
+                    if t1 == t0 {
+                        continue;
+                    }
+                    let w_tap = MatRef {
+                        data: &wg[kk..],
+                        row_stride: ck,
+                        col_stride: s.kernel,
+                    };
+                    let x_tap = MatRef {
+                        data: &xg[x0..],
+                        row_stride: s.in_len,
+                        col_stride: s.stride,
+                    };
+                    sgemm_strided(
+                        cout_g,
+                        t1 - t0,
+                        cin_g,
+                        1.0,
+                        w_tap,
+                        x_tap,
+                        &mut og[t0..],
+                        lout,
+                        1,
+                        true,
+                        true,
+                    );
+                }
+                continue;
             }
             let colm: &[f32] = if direct {
                 xg
@@ -184,6 +242,10 @@ pub fn conv1d_backward(
         return;
     }
     let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
+    if !direct && use_taps(s) {
+        conv1d_backward_taps(dx, dweight, dout, x, weight, s);
+        return;
+    }
     let mut col = vec![0.0f32; ck * lout];
     for b in 0..s.batch {
         for g in 0..g_n {
@@ -208,6 +270,64 @@ pub fn conv1d_backward(
                 } else {
                     sgemm(ck, lout, cout_g, wg, true, dg, false, &mut col, false);
                     col2im_add(dxg, &col, s, lout);
+                }
+            }
+        }
+    }
+}
+
+/// Backward of the tap-wise path: per tap, dW[:, :, k] += dout[:, t0..t1] · x_tapᵀ and
+/// dx[:, t*stride + k - padding] += W[:, :, k]ᵀ · dout[:, t0..t1].
+fn conv1d_backward_taps(
+    mut dx: Option<&mut [f32]>,
+    mut dweight: Option<&mut [f32]>,
+    dout: &[f32],
+    x: &[f32],
+    weight: &[f32],
+    s: &Conv1dShape,
+) {
+    let (g_n, lout, k) = (s.groups, s.out_len(), s.kernel);
+    let (cin_g, cout_g) = (s.in_channels / g_n, s.out_channels / g_n);
+    let ck = cin_g * k;
+    for b in 0..s.batch {
+        for g in 0..g_n {
+            let xoff = (b * s.in_channels + g * cin_g) * s.in_len;
+            let dg = &dout[(b * s.out_channels + g * cout_g) * lout..][..cout_g * lout];
+            let wg = &weight[g * cout_g * ck..(g + 1) * cout_g * ck];
+            for kk in 0..k {
+                let (t0, t1, x0) = tap_range(s, kk, lout);
+                if t1 == t0 {
+                    continue;
+                }
+                let n_t = t1 - t0;
+                let dout_tap = MatRef {
+                    data: &dg[t0..],
+                    row_stride: lout,
+                    col_stride: 1,
+                };
+                if let Some(dw) = dweight.as_deref_mut() {
+                    let xg = &x[xoff..xoff + cin_g * s.in_len];
+                    let x_tap_t = MatRef {
+                        data: &xg[x0..],
+                        row_stride: s.stride,
+                        col_stride: s.in_len,
+                    };
+                    let dwg = &mut dw[g * cout_g * ck + kk..(g + 1) * cout_g * ck];
+                    sgemm_strided(
+                        cout_g, cin_g, n_t, 1.0, dout_tap, x_tap_t, dwg, ck, k, true, true,
+                    );
+                }
+                if let Some(dx) = dx.as_deref_mut() {
+                    let w_tap_t = MatRef {
+                        data: &wg[kk..],
+                        row_stride: k,
+                        col_stride: ck,
+                    };
+                    let dxg = &mut dx[xoff + x0..xoff + cin_g * s.in_len];
+                    sgemm_strided(
+                        cin_g, n_t, cout_g, 1.0, w_tap_t, dout_tap, dxg, s.in_len, s.stride, true,
+                        true,
+                    );
                 }
             }
         }

@@ -115,9 +115,8 @@ pub fn compute_mask_indices(
             let starts = rng.choose_distinct(&mut pool, num_mask);
             let mut hit = vec![false; sz];
             for s in starts {
-                for i in s..(s + mask_length).min(sz) {
-                    hit[i] = true;
-                }
+                let end = (s + mask_length).min(sz);
+                hit[s.min(end)..end].fill(true);
             }
             (0..sz).filter(|&i| hit[i]).collect()
         })

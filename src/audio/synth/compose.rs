@@ -328,11 +328,11 @@ impl Piece {
         self.tag("", "drone");
         let strings = [sa * 0.75, sa, sa, sa * 0.5];
         let step = rng.range(0.6, 0.8);
-        let mut t = -rng.range(0.0, 2.0 * step);
+        // The loop starts before the clip, so all four strings already ring at time 0.
+        let mut t = -rng.range(4.0 * step, 5.0 * step);
         let mut i = 0;
         while t < secs {
-            // The loop starts before the clip; strings due then are plucked at time 0.
-            self.note(Timbre::Tanpura, t.max(0.0), 4.0 * step, strings[i % 4], gain);
+            self.note(Timbre::Tanpura, t, 4.0 * step, strings[i % 4], gain);
             t += step * rng.range(0.95, 1.05);
             i += 1;
         }

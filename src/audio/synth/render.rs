@@ -95,7 +95,7 @@ fn spec(t: Timbre) -> Spec {
         Timbre::Laouto => s(0.005, 0.55, 0.05, 0.12, 0.0, 30),
         Timbre::Sitar => s(0.005, 1.1, 0.08, 0.60, 0.0, 40),
         Timbre::Veena => s(0.006, 1.3, 0.08, 0.45, 0.0, 30),
-        Timbre::Tanpura => s(0.010, 2.5, 0.30, 1.20, 0.0, 40),
+        Timbre::Tanpura => s(0.010, 3.5, 0.30, 1.50, 0.0, 40),
         Timbre::Violin => s(0.060, 0.0, 0.10, 0.0, 0.0, 30),
         Timbre::Lyra => s(0.040, 0.0, 0.08, 0.0, 0.0, 30),
         Timbre::Ney => s(0.080, 0.0, 0.12, 0.0, 0.35, 8),
@@ -211,15 +211,15 @@ impl Svf {
         }
     }
 
-    /// Returns (band-pass, high-pass) outputs.
+    /// Returns (low-pass, band-pass, high-pass) outputs.
     #[inline]
-    fn step(&mut self, x: f32) -> (f32, f32) {
+    fn step(&mut self, x: f32) -> (f32, f32, f32) {
         let v3 = x - self.ic2;
         let v1 = self.a1 * self.ic1 + self.a2 * v3;
         let v2 = self.ic2 + self.a2 * self.ic1 + self.a3 * v3;
         self.ic1 = 2.0 * v1 - self.ic1;
         self.ic2 = 2.0 * v2 - self.ic2;
-        (v1, x - self.k * v1 - v2)
+        (v2, v1, x - self.k * v1 - v2)
     }
 }
 
@@ -296,10 +296,14 @@ pub struct Note {
 /// Adds `note` into `buf`.
 pub fn render_note(buf: &mut [f32], sr: f32, note: &Note, bank: &mut Bank, noise: &mut u32) {
     let sp = spec(note.timbre);
-    let start = (note.start * sr).round().max(0.0) as usize;
-    if start >= buf.len() || note.freq <= 0.0 {
+    // A note may start before the clip (a drone already ringing): its first `skip` samples are
+    // computed (for phase and envelope) but not written.
+    let start_i = (note.start * sr).round() as i64;
+    if start_i >= buf.len() as i64 || note.freq <= 0.0 {
         return;
     }
+    let skip = (-start_i).max(0) as usize;
+    let start = start_i.max(0) as usize;
     let ring = if sp.decay > 0.0 {
         note.dur.min(5.0 * sp.decay)
     } else {
@@ -307,7 +311,10 @@ pub fn render_note(buf: &mut [f32], sr: f32, note: &Note, bank: &mut Bank, noise
     }
     .max(0.01);
     let total = ring + sp.release;
-    let len = ((total * sr) as usize).min(buf.len() - start);
+    let len = ((total * sr) as usize).min(buf.len() - start + skip);
+    if len <= skip {
+        return;
+    }
     let f_max = note.freq * (note.contour.max_cents() / 1200.0).exp2();
     let cap = HARMONIC_CAP_HZ.min(0.45 * sr);
     let n_harm = ((cap / f_max) as usize).clamp(1, sp.max_harm);
@@ -323,9 +330,11 @@ pub fn render_note(buf: &mut [f32], sr: f32, note: &Note, bank: &mut Bank, noise
     } else {
         1.0
     };
-    let mut breath_filter = Svf::new((3.0 * note.freq).min(3000.0), 1.2, sr);
+    // Breath: band-pass around the 3rd harmonic, then a low-pass so it stays below ~4 kHz.
+    let mut breath_band = Svf::new((3.0 * note.freq).min(2500.0), 1.2, sr);
+    let mut breath_low = Svf::new(2500.0, 0.7, sr);
     let (mut decay, mut w_bright, mut phase) = (1f32, 1f32, 0f64);
-    let out = &mut buf[start..start + len];
+    let out = &mut buf[start..start + len - skip];
     let mut k0 = 0;
     while k0 < len {
         let k1 = (k0 + CONTROL_BLOCK).min(len);
@@ -334,7 +343,7 @@ pub fn render_note(buf: &mut [f32], sr: f32, note: &Note, bank: &mut Bank, noise
             (note.freq * (c / 1200.0).exp2() / sr) as f64
         };
         let (inc0, inc1) = (inc_at(k0), inc_at(k0 + CONTROL_BLOCK));
-        for (j, y) in out[k0..k1].iter_mut().enumerate() {
+        for j in 0..k1 - k0 {
             let k = k0 + j;
             let t = k as f32 / sr;
             phase += inc0 + (inc1 - inc0) * j as f64 / CONTROL_BLOCK as f64;
@@ -349,9 +358,12 @@ pub fn render_note(buf: &mut [f32], sr: f32, note: &Note, bank: &mut Bank, noise
                 w_bright *= bright_step;
             }
             if sp.breath > 0.0 {
-                s += sp.breath * 4.0 * breath_filter.step(white(noise)).0;
+                let band = breath_band.step(white(noise)).1;
+                s += sp.breath * 4.0 * breath_low.step(band).0;
             }
-            *y += note.gain * env * s;
+            if k >= skip {
+                out[k - skip] += note.gain * env * s;
+            }
             decay *= decay_step;
         }
         k0 = k1;
@@ -418,7 +430,7 @@ pub fn render_stroke(buf: &mut [f32], sr: f32, st: &Stroke, bank: &Bank, noise: 
         let step = (-1.0 / (n.decay.max(1e-4) * sr)).exp();
         let mut env = st.gain * n.gain;
         for (k, y) in out[..len].iter_mut().enumerate() {
-            let (bp, hp) = filt.step(white(noise));
+            let (_, bp, hp) = filt.step(white(noise));
             *y += env * ramp(k) * if n.highpass { hp } else { 3.0 * bp };
             env *= step;
         }

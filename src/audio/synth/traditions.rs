@@ -215,7 +215,7 @@ fn makam(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
 /// without tabla, or a taal (teentaal 16, jhaptaal 10, rupak 7) with tabla theka strokes.
 fn hindustani(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
     let sa = rng.range(125.0, 165.0);
-    p.tanpura(rng, sa, secs, 0.28);
+    p.tanpura(rng, sa, secs, 0.4);
     let lead = if rng.chance(0.5) { Timbre::Bansuri } else { Timbre::Sitar };
     let rhythm = if rng.chance(0.3) {
         free_tempo(p, rng, secs)
@@ -265,7 +265,7 @@ fn hindustani(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
 /// chapu 5) on the mridangam.
 fn carnatic(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
     let sa = rng.range(130.0, 175.0);
-    p.tanpura(rng, sa, secs, 0.25);
+    p.tanpura(rng, sa, secs, 0.4);
     let lead = if rng.chance(0.5) { Timbre::Violin } else { Timbre::Veena };
     let rhythm = if rng.chance(0.25) {
         free_tempo(p, rng, secs)

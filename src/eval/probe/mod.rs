@@ -287,3 +287,4 @@ pub fn run_probe(data: &ProbeData, layer: LayerChoice, cfg: &ProbeConfig, first_
         seeds,
     })
 }
+#[path = "../../cli/probe.rs"] pub mod cli_probe_tmpcheck;
