@@ -93,7 +93,9 @@ fn main() {
         // Error sites read `kernels/x.cu:42`, not an absolute path.
         .flag(format!("-fmacro-prefix-map={}/=", root.display()))
         .file(kdir.join("emu/runtime.cpp"));
+    println!("cargo:rustc-check-cfg=cfg(culturemert_emu_asan)");
     if asan {
+        println!("cargo:rustc-cfg=culturemert_emu_asan");
         b.flag("-fsanitize=address")
             .flag("-fno-omit-frame-pointer")
             .flag("-fsanitize-sections=emu_shared");

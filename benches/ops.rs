@@ -205,30 +205,4 @@ fn bench_transformer_parts(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_sgemm, bench_conv1d, bench_transformer_parts);
-criterion_main!(benches, ab);
-
-fn ab_conv(c: &mut Criterion) {
-    set_num_threads(2);
-    let s = Conv1dShape { batch: 1, in_channels: 512, out_channels: 512, in_len: 23_999, kernel: 3, stride: 2, padding: 0, groups: 1 };
-    let lout = s.out_len();
-    let (x, w) = (data(512 * s.in_len, 3), data(512 * 512 * 3, 4));
-    let mut out = vec![0.0f32; 512 * lout];
-    let mut col = vec![0.0f32; 512 * 3 * lout];
-    let mut g = c.benchmark_group("ab");
-    g.measurement_time(Duration::from_secs(4)).sample_size(10);
-    g.bench_function("taps", |bch| bch.iter(|| conv1d_forward(&mut out, black_box(&x), &w, None, &s)));
-    g.bench_function("im2col", |bch| {
-        bch.iter(|| {
-            for r in 0..512 * 3 {
-                let (ci, kk) = (r / 3, r % 3);
-                for t in 0..lout {
-                    col[r * lout + t] = x[ci * s.in_len + 2 * t + kk];
-                }
-            }
-            sgemm(512, lout, 512 * 3, &w, false, &col, false, &mut out, false)
-        })
-    });
-    g.bench_function("gemm-only", |bch| bch.iter(|| sgemm(512, lout, 512 * 3, &w, false, black_box(&col), false, &mut out, false)));
-    g.finish();
-}
-criterion_group!(ab, ab_conv);
+criterion_main!(benches);

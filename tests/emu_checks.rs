@@ -61,6 +61,10 @@ fn missing_syncthreads_is_caught_under_both_orders() {
 }
 
 #[test]
+#[cfg_attr(
+    culturemert_emu_asan,
+    ignore = "AddressSanitizer aborts on this read (see the asan test)"
+)]
 fn out_of_bounds_dynamic_shared_read_is_poisoned() {
     // The last thread of each block reads tile[blockDim.x], one past the dynamic allocation.
     let (n, block) = (96usize, 32u32);
@@ -222,4 +226,41 @@ fn fiber_switch_cost() {
     );
     let s = iters * (iters - 1) / 2;
     assert_eq!(d.dtoh(&out).unwrap(), vec![s; blocks as usize]);
+}
+
+/// Built with `CULTUREMERT_EMU_ASAN=1`: the dynamic shared buffer is exact-size, so the same
+/// out-of-bounds read is a heap-buffer-overflow report. Runs the kernel in a child process.
+#[cfg(culturemert_emu_asan)]
+#[test]
+fn out_of_bounds_shared_read_is_reported_by_asan() {
+    if std::env::var_os("CULTUREMERT_ASAN_CHILD").is_some() {
+        let d = dev(Schedule::Forward);
+        let x = d.htod(&[1.0f32; 32]).unwrap();
+        let mut out = d.alloc_zeros::<f32>(32).unwrap();
+        let cfg = LaunchConfig::new((1, 1, 1), (32, 1, 1)).with_shared(32 * 4);
+        d.launch(
+            &k::BROKEN_OOB_SHARED,
+            cfg,
+            KernelArgs::new().buf_mut(&mut out).buf(&x).i32(32),
+        )
+        .unwrap();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "out_of_bounds_shared_read_is_reported_by_asan",
+            "--test-threads=1",
+        ])
+        .env("CULTUREMERT_ASAN_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    println!("{stderr}");
+    assert!(!child.status.success(), "the child must abort");
+    assert!(
+        stderr.contains("heap-buffer-overflow") && stderr.contains("broken_oob_shared"),
+        "{stderr}"
+    );
 }

@@ -89,7 +89,7 @@ fn head_gradients_match_finite_differences() {
     // Gradients are O(1e-2..1e-1); the f32 analytic gradients carry ~1e-7 relative rounding, the f64
     // central differences O(eps^2 f''') truncation and ~1e-16/eps rounding.
     println!("head grad check: max |analytic - finite difference| = {worst:e}");
-    assert!(worst < 2e-5, "max gradient error {worst:e}");
+    assert!(worst < 1e-7, "max gradient error {worst:e}");
 }
 
 #[test]
@@ -253,4 +253,101 @@ fn tag_table_parses_and_reports_errors() {
     assert!(format!("{e:#}").contains("line 2: audio file /nonexistent/a.wav does not exist"), "{e:#}");
     let e = read_tag_table(Path::new("/nonexistent/tags.csv"), Path::new("/nonexistent")).unwrap_err();
     assert!(format!("{e:#}").contains("/nonexistent/tags.csv"), "{e:#}");
+}
+
+#[test]
+fn tiny_mert_probe_from_wav_files() {
+    use culturemert_raw::autograd::Tape;
+    use culturemert_raw::model::config::MertConfig;
+    use culturemert_raw::model::mert::{ForwardOptions, Mert};
+    use culturemert_raw::tensor::Tensor;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = MertConfig::from_file(&root.join("reference/golden/tiny_postln/config.json")).unwrap();
+    let model = Mert::random(cfg, 3).unwrap();
+    let rate = model.config.sample_rate;
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("probe_tiny_{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("wav")).unwrap();
+    // 24 clips of 3000 samples: "high" = 4 kHz tone, "low" = 300 Hz tone, plus noise and a random gain
+    // (removed by the per-clip normalisation). 12 train, 6 valid, 6 test, balanced.
+    let mut rng = InitRng::new(21);
+    let mut csv = String::from("file,tradition,split,tags\n");
+    for i in 0..24 {
+        let high = i % 2 == 0;
+        let split = ["train", "valid", "test"][if i < 12 { 0 } else if i < 18 { 1 } else { 2 }];
+        let f = if high { 4000.0 } else { 300.0 };
+        let gain = 0.05 + rng.uniform();
+        let x: Vec<f32> = (0..3000)
+            .map(|n| (gain * ((2.0 * std::f64::consts::PI * f * n as f64 / rate as f64).sin() + 0.3 * rng.normal())) as f32)
+            .collect();
+        culturemert_raw::audio::wav::write_wav_f32(&dir.join(format!("wav/c{i}.wav")), &x, rate).unwrap();
+        csv += &format!("wav/c{i}.wav,t,{split},{}\n", if high { "high" } else { "low" });
+    }
+    std::fs::write(dir.join("tags.csv"), csv).unwrap();
+    let table = read_tag_table(&dir.join("tags.csv"), &dir).unwrap();
+    assert_eq!(table.vocab, ["high", "low"]);
+    let chunk = 1500;
+    let per_clip: Vec<Vec<f32>> = table
+        .clips
+        .iter()
+        .map(|c| embed_clip(&model, culturemert_raw::audio::wav::load_mono(&c.path, rate).unwrap(), chunk).unwrap())
+        .collect();
+    let (states, hidden) = (model.config.num_hidden_layers + 1, model.config.hidden_size);
+    let emb = ClipEmbeddings { states, hidden, per_clip };
+    assert_eq!(emb.chunks(0), 2);
+
+    // Independent recomputation of clip 5, chunk 1: normalise the whole clip (f64 population variance,
+    // +1e-7 as transformers), take samples 1500..3000, run the model, average each hidden state over frames.
+    let raw = culturemert_raw::audio::wav::load_mono(&table.clips[5].path, rate).unwrap();
+    let mean = raw.iter().map(|&v| v as f64).sum::<f64>() / raw.len() as f64;
+    let var = raw.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / raw.len() as f64;
+    let piece: Vec<f32> = raw[1500..].iter().map(|&v| ((v as f64 - mean) / (var + 1e-7).sqrt()) as f32).collect();
+    let mut tape = Tape::no_grad();
+    let out = model.forward(&mut tape, &Tensor::from_f32(&[1, 1500], piece), None, &ForwardOptions::default()).unwrap();
+    let mut worst = 0.0f32;
+    for s in 0..states {
+        let hs = out.hidden_states[s].data();
+        let frames = hs.len() / hidden;
+        for k in 0..hidden {
+            let m = (0..frames).map(|t| hs[t * hidden + k] as f64).sum::<f64>() / frames as f64;
+            worst = worst.max((m as f32 - emb.per_clip[5][(states + s) * hidden + k]).abs());
+        }
+    }
+    assert!(worst < 1e-5, "pooled chunk embedding differs from recomputation by {worst:e}");
+
+    // Cache round trip, and refusal of a cache made with another chunk length.
+    let key = CacheKey { model: "tiny".into(), chunk_samples: chunk, states, hidden };
+    let cache = dir.join("emb.safetensors");
+    save_cache(&cache, &table, &emb, &key).unwrap();
+    assert_eq!(load_cache(&cache, &table, &key).unwrap().per_clip, emb.per_clip);
+    let e = load_cache(&cache, &table, &CacheKey { chunk_samples: 999, ..key.clone() }).unwrap_err();
+    assert!(format!("{e:#}").contains("chunk_samples"), "{e:#}");
+
+    let data = ProbeData { emb, labels: table.label_matrix(), splits: table.clips.iter().map(|c| c.split).collect(), tags: table.vocab.clone() };
+    let t = std::time::Instant::now();
+    let r = run_probe(&data, LayerChoice::All, &ProbeConfig { max_epochs: 20, ..ProbeConfig::default() }, 1234, 2).unwrap();
+    println!(
+        "tiny MERT probe: test ROC-AUC {:.4} ± {:.4}, AP {:.4} ± {:.4}, {:?}",
+        r.test_roc_auc.mean, r.test_roc_auc.std, r.test_average_precision.mean, r.test_average_precision.std, t.elapsed()
+    );
+    assert_eq!(r.clips, [12, 6, 6]);
+    assert!(r.seeds.iter().all(|s| s.best_epoch >= 1));
+    // 300 Hz vs 4 kHz tones are separable in the pooled states of even a random model (measured 1.0).
+    assert!(r.test_roc_auc.mean > 0.9, "{}", r.test_roc_auc.mean);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn tmp_cli_run() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct W {
+        #[command(flatten)]
+        a: culturemert_raw::eval::probe::cli_probe_tmpcheck::Args,
+    }
+    let args: Vec<String> = std::env::var("E2_ARGS").unwrap().split(' ').map(String::from).collect();
+    let w = W::try_parse_from(std::iter::once("probe".to_string()).chain(args)).unwrap();
+    let t = std::time::Instant::now();
+    let r = culturemert_raw::eval::probe::cli_probe_tmpcheck::run(w.a);
+    eprintln!("elapsed {:?}", t.elapsed());
+    r.unwrap();
 }

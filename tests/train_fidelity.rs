@@ -7,10 +7,10 @@
 //!
 //! Tolerances (f32 on both sides; torch's own f32-vs-f64 floor in brackets, printed by the script):
 //!   LR 1e-12 relative; losses 1e-5 relative [2.7e-7]; grad norms 1e-5 relative [6.5e-7];
-//!   final parameters: max |ours - torch| <= 5e-3 * (max |final - initial| of that parameter in torch)
-//!   [9.7e-4: Adam divides by sqrt(v) + eps, so elements with gradients near eps amplify rounding].
+//!   final parameters: max |ours - torch| <= 2e-3 * (max |final - initial| of that parameter in torch)
+//!   [8.1e-4: Adam divides by sqrt(v) + eps, so elements with gradients near eps amplify rounding];
 //!   k_proj.bias has an exactly-zero true gradient (Adam moves it by rounding noise only), so its error is
-//!   measured against the movement of the same layer's k_proj.weight.
+//!   measured against the movement of the same layer's k_proj.weight, tolerance 1e-2 [9.7e-4].
 
 use culturemert_raw::autograd::Tape;
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
@@ -25,7 +25,7 @@ const UPDATES: usize = 10;
 const MICRO: usize = 2;
 const LOSS_TOL: f64 = 1e-5;
 const NORM_TOL: f64 = 1e-5;
-const PARAM_TOL: f64 = 5e-3;
+const PARAM_TOL: f64 = 2e-3;
 const NOISE_TOL: f64 = 1e-2;
 const STAGE1_TRAINABLE: [&str; 4] = ["feature_extractor.", "label_embs_concat", "final_proj.", "encoder_cqt_model."];
 
@@ -167,4 +167,54 @@ fn ten_adamw_updates_two_stages_match_pytorch() {
     println!("final parameters: worst |ours - torch| / movement {:.2e} ({})", worst.0, worst.1);
     println!("k_proj biases (noise only): worst |ours - torch| / k_proj.weight movement {:.2e} ({})", worst_noise.0, worst_noise.1);
     assert!(failures.is_empty(), "tolerances {PARAM_TOL:e} / {NOISE_TOL:e} (k_proj.bias):\n{}", failures.join("\n"));
+}
+
+/// The optimiser alone (reference/golden/train/adamw.safetensors): torch.optim.AdamW + clip_grad_norm_ on
+/// recorded gradients spanning 1e-8 .. 10, two groups, betas/eps changed at step 3, one parameter frozen
+/// for two steps. Our update mirrors torch's op order in f32, so the only difference is the clip scale
+/// (torch reduces the norm in f32): tolerance 1e-6 relative to max |param| (and to max |state|).
+#[test]
+fn adamw_alone_matches_torch_on_recorded_gradients() {
+    let path = golden("train/adamw.safetensors");
+    let g = read_safetensors(&path).unwrap();
+    let (lrs, norms) = (metadata_list(&path, "lr"), metadata_list(&path, "grad_norm"));
+    let names = ["lin.weight", "lin.bias", "late.weight"];
+    let mut store = culturemert_raw::autograd::ParamStore::new();
+    for n in names {
+        let (shape, data) = get(&g, &format!("init.{n}"));
+        store.insert(n, Tensor::from_f32(shape, data.to_f32_vec())).unwrap();
+    }
+    let mut opt = AdamW::new(groups(0)).unwrap();
+    for (step, &lr) in lrs.iter().enumerate() {
+        opt.groups = groups(usize::from(step >= 3));
+        store.set_frozen(&["late.weight"], step < 2);
+        store.zero_grad();
+        for n in names {
+            if let Some((_, grad)) = g.get(&format!("grad.{step}.{n}")) {
+                let id = store.id(n).unwrap();
+                store.get_mut(id).grad = Some(grad.to_f32_vec());
+            }
+        }
+        let norm = clip_grad_norm(&mut store, 1.0);
+        assert!(rel(norm.norm, norms[step]) < 1e-6, "step {step}: norm {} vs torch {}", norm.norm, norms[step]);
+        opt.step(&mut store, lr).unwrap();
+    }
+    let mut worst = 0.0f64;
+    for n in names {
+        let st = opt.state(n).unwrap();
+        assert_eq!(st.step as i32, ints(&g, &format!("step.{n}"))[0], "{n}: step count");
+        let pairs = [
+            (store.by_name(n).unwrap().value.data().to_vec(), format!("final.{n}")),
+            (st.exp_avg.clone(), format!("exp_avg.{n}")),
+            (st.exp_avg_sq.clone(), format!("exp_avg_sq.{n}")),
+        ];
+        for (ours, key) in pairs {
+            let theirs = get(&g, &key).1.to_f32_vec();
+            let scale = theirs.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+            let e = max_abs_diff(&ours, &theirs) / scale;
+            worst = worst.max(e);
+            assert!(e <= 1e-6, "{key}: rel err {e:.2e}");
+        }
+    }
+    println!("AdamW alone vs torch: worst rel err {worst:.2e} (params, exp_avg, exp_avg_sq)");
 }

@@ -17,6 +17,11 @@
 //!    kernels) and is band-limited: we keep only the contiguous band of bins where |K_k[q]| >=
 //!    `threshold` * max_q |K_k[q]| (default 1e-6; outside it the Hann tails decay like 1/q^3). That band
 //!    truncation is the ONLY approximation; everything else is f64.
+//!
+//! Measured (tests/cqt.rs): vs a direct f64 evaluation of nnAudio's correlation, max error <= 1.8e-6
+//! of the frame maximum (threshold 1e-5 gives 1.1e-5, 1e-7 gives 2.6e-7); vs nnAudio's f32 output
+//! <= 4.0e-6, which is nnAudio's own f32-vs-f64 difference. MERT plan: 3.06M stored coefficients
+//! (24 MB), built in ~1-1.5 s in the dev profile; 5 s of audio (376 frames) takes ~50-150 ms.
 
 use super::fft::{real_fft_full, Complex, FftPlan, RealFftPlan};
 use anyhow::{bail, Result};

@@ -4,3 +4,4 @@ pub mod resample;
 pub mod fft;
 pub mod cqt;
 pub mod synth;
+pub mod mel;

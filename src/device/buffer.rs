@@ -10,15 +10,16 @@ pub const EMU_ALIGN: usize = 256;
 pub(crate) enum Allocation {
     /// Host memory standing in for device memory (emulated runtime).
     Host { ptr: *mut u8, layout: Layout },
-    /// `cuMemAlloc` memory of a driver context (kept alive until the memory is freed).
+    /// A block of the driver runtime's caching pool, returned to it on drop.
     Driver {
         dptr: u64,
-        ctx: Arc<cudarc::driver::CudaContext>,
+        class: usize,
+        pool: Arc<super::driver::DriverPool>,
     },
 }
 
 // SAFETY: the allocation is plain memory owned by this value; all access goes through &/&mut of the
-// owning DeviceBuffer, and the driver context is itself Send + Sync.
+// owning DeviceBuffer, and the driver pool is itself Send + Sync.
 unsafe impl Send for Allocation {}
 unsafe impl Sync for Allocation {}
 

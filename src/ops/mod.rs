@@ -6,6 +6,7 @@ pub mod attention;
 pub mod conv1d;
 pub mod dropout;
 pub mod elementwise;
+pub mod fastmath;
 pub mod gelu;
 pub mod gemm;
 pub mod group_norm;

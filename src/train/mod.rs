@@ -4,3 +4,8 @@ pub mod objective;
 pub mod config;
 pub mod optim;
 pub mod schedule;
+pub mod checkpoint;
+// pub mod data; (waits for model::teacher)
+pub mod mixup;
+pub mod plot;
+// pub mod trainer; (waits for model::teacher)

@@ -330,9 +330,10 @@ pub fn render_note(buf: &mut [f32], sr: f32, note: &Note, bank: &mut Bank, noise
     } else {
         1.0
     };
-    // Breath: band-pass around the 3rd harmonic, then a low-pass so it stays below ~4 kHz.
+    // Breath: band-pass around the 3rd harmonic, then two low-passes (-24 dB/octave) so it stays below ~4 kHz.
     let mut breath_band = Svf::new((3.0 * note.freq).min(2500.0), 1.2, sr);
     let mut breath_low = Svf::new(2500.0, 0.7, sr);
+    let mut breath_low2 = Svf::new(2500.0, 0.7, sr);
     let (mut decay, mut w_bright, mut phase) = (1f32, 1f32, 0f64);
     let out = &mut buf[start..start + len - skip];
     let mut k0 = 0;
@@ -359,7 +360,8 @@ pub fn render_note(buf: &mut [f32], sr: f32, note: &Note, bank: &mut Bank, noise
             }
             if sp.breath > 0.0 {
                 let band = breath_band.step(white(noise)).1;
-                s += sp.breath * 4.0 * breath_low.step(band).0;
+                let low = breath_low.step(band).0;
+                s += sp.breath * 4.0 * breath_low2.step(low).0;
             }
             if k >= skip {
                 out[k - skip] += note.gain * env * s;

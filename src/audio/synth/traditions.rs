@@ -329,7 +329,7 @@ fn lyra(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
     let meter = [SEVEN8, M24, AKSAK9][rng.below(3)];
     let unit = metered_tempo(p, rng, &meter);
     p.tag("", "drone");
-    p.note(Timbre::Lyra, 0.0, secs, tonic / 2.0, 0.22);
+    p.note(Timbre::Lyra, 0.0, secs, tonic / 2.0, 0.35);
     if rng.chance(0.7) {
         let cycle = meter.units() as f32 * unit;
         let mut c0 = 0.0;

@@ -1,0 +1,116 @@
+//! `culturemert-raw tokenize`: teacher codes of audio files.
+//!
+//! * `--out OUT.safetensors AUDIO...`: one I64 tensor [codebooks, frames] per input, named after its
+//!   file stem (as `cqt`), metadata = the teacher's label metadata plus `source.<name>` paths.
+//! * `--dataset DIR`: every audio file under DIR (recursive; wav, flac, mp3, ogg) gets a label file
+//!   beside it (src/model/teacher.rs format; up-to-date ones, same teacher params and newer than the
+//!   audio, are read instead of recomputed unless `--force`), and `DIR/token_histogram.safetensors`
+//!   (src/eval/similarity.rs format) counts every code of every file, dataset name = DIR's name.
+//!
+//! Audio is mixed to mono and resampled to the teacher's rate (24 kHz).
+
+use crate::audio::wav::load_mono;
+use crate::cli::cqt::tensor_names;
+use crate::eval::similarity::write_histogram;
+use crate::model::rp_teacher::{RandomProjectionTeacher, RpConfig};
+use crate::model::teacher::{label_path, read_labels, write_labels, Teacher};
+use anyhow::{bail, ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub const AUDIO_EXTENSIONS: [&str; 4] = ["wav", "flac", "mp3", "ogg"];
+pub const HISTOGRAM_FILE: &str = "token_histogram.safetensors";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TeacherKind {
+    /// BEST-RQ-style random projection of log-mel frames (no weights needed).
+    RandomProjection,
+    /// EnCodec 24 kHz, 8 x 1024 codes at 6 kbps (needs --model).
+    Encodec,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, value_enum, default_value = "random-projection")]
+    pub teacher: TeacherKind,
+    /// EnCodec model directory (transformers layout), for --teacher encodec.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Number of codebooks (random-projection).
+    #[arg(long, default_value_t = 8)]
+    pub codebooks: usize,
+    /// Codewords per codebook (random-projection).
+    #[arg(long, default_value_t = 1024)]
+    pub codebook_size: usize,
+    /// Seed of the projections and codebooks (random-projection).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output safetensors file (one I64 tensor [codebooks, frames] per input, named after its stem).
+    #[arg(long, conflicts_with = "dataset", required_unless_present = "dataset")]
+    pub out: Option<PathBuf>,
+    /// Label every audio file under DIR (recursive) and write DIR/token_histogram.safetensors.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Recompute label files even when they are up to date (--dataset).
+    #[arg(long)]
+    pub force: bool,
+    /// Audio files (WAV, FLAC, MP3, Ogg).
+    #[arg(conflicts_with = "dataset", required_unless_present = "dataset")]
+    pub inputs: Vec<PathBuf>,
+}
+
+/// The teacher selected by the arguments.
+pub fn build_teacher(args: &Args) -> Result<Box<dyn Teacher>> {
+    match args.teacher {
+        TeacherKind::RandomProjection => Ok(Box::new(RandomProjectionTeacher::new(RpConfig {
+            codebooks: args.codebooks,
+            codebook_size: args.codebook_size,
+            seed: args.seed,
+            ..RpConfig::default()
+        })?)),
+        TeacherKind::Encodec => bail!(
+            "--teacher encodec is not built yet (model directory {}); use --teacher random-projection",
+            args.model
+                .as_ref()
+                .map_or("not given".to_string(), |p| p.display().to_string())
+        ),
+    }
+}
+
+fn progress(n: usize) -> Result<ProgressBar> {
+    let bar = ProgressBar::new(n as u64);
+    if n > 1 {
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .context("progress bar template")?,
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    Ok(bar)
+}
+
+/// Loads `path` at the teacher's rate and encodes it: (codes [K, T], T).
+pub fn encode_file(teacher: &dyn Teacher, path: &Path) -> Result<(Vec<u16>, usize)> {
+    let audio = load_mono(path, teacher.sample_rate())
+        .with_context(|| format!("reading {}", path.display()))?;
+    let codes = teacher
+        .encode(&audio)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    let frames = codes.len() / teacher.codebooks();
+    Ok((codes, frames))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let teacher = build_teacher(&args)?;
+    match (&args.dataset, &args.out) {
+        (Some(dir), _) => tokenize_dataset(teacher.as_ref(), dir, args.force),
+        (None, Some(out)) => tokenize_files(teacher.as_ref(), &args.inputs, out),
+        (None, None) => bail!("give --out OUT.safetensors with audio files, or --dataset DIR"),
+    }
+}
+
