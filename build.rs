@@ -99,7 +99,9 @@ fn main() {
         b.flag("-fsanitize=address")
             .flag("-fno-omit-frame-pointer")
             .flag("-fsanitize-sections=emu_shared");
-        println!("cargo:rustc-link-arg=-fsanitize=address");
+        // Link the runtime; run the binaries with LD_PRELOAD=$(g++ -print-file-name=libasan.so) so its
+        // malloc interceptors come first (see .ci/nvrtc.sh, kernel_asan_tests).
+        println!("cargo:rustc-link-lib=dylib=asan");
     }
     for m in &modules {
         b.file(&m.path);

@@ -41,3 +41,14 @@ nvrtc_check_spills() {
   fi
   echo "nvrtc_check_spills: no spills on sm_80 / sm_90" >&2
 }
+
+# The emulator kernel tests again with the emulator (C++ runtime + kernels) built with
+# AddressSanitizer, in a separate target dir so the normal build is not invalidated. The ASan
+# runtime is preloaded into the test binaries only (through a cargo runner), not into cargo.
+kernel_asan_tests() {
+  local asan_lib
+  asan_lib="$(g++ -print-file-name=libasan.so)"
+  CULTUREMERT_EMU_ASAN=1 CARGO_TARGET_DIR="$_nvrtc_root/target/asan" \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="env LD_PRELOAD=$asan_lib ASAN_OPTIONS=detect_leaks=0" \
+    cargo test --test emu_checks --test emu_kernels "$@"
+}

@@ -15,8 +15,12 @@ The tiny post-LN model + the loss-golden heads (make_golden_loss.py), trained in
     encoder_cqt_model.* (requires_grad False elsewhere); stage 2 trains everything
   * 2 micro-batches per update, each backward of loss/2 (gradients summed); clip_grad_norm_(1.0)
 
-Records per update: both micro-batch losses, the LR, the pre-clip grad norm; and the final parameters.
-Also reruns everything in float64 and prints the float32 noise floor.
+Records per update (golden/train/golden.safetensors): the micro-batches, both micro-batch losses, the LR
+and the pre-clip grad norm (exact decimals in the metadata), and the final parameters. Also reruns
+everything in float64 and prints the float32 noise floor.
+
+golden/train/adamw.safetensors: the optimiser alone (`adamw_only`): AdamW + clip_grad_norm_ on recorded
+random gradients, final parameters and moments.
 
 Run (CPU, seconds):  /work/ref-venv/bin/python reference/make_golden_train.py
 """

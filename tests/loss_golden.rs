@@ -17,7 +17,9 @@ const GRAD_TOL: f64 = 1e-4;
 const LOSS_TOL: f64 = 1e-5;
 
 fn golden(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/golden").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("reference/golden")
+        .join(rel)
 }
 
 fn get<'a>(g: &'a RawTensors, name: &str) -> &'a (Vec<usize>, CpuData) {
@@ -37,7 +39,9 @@ fn max_abs(v: &[f32]) -> f64 {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()))
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()))
 }
 
 fn rel(a: f32, b: f32) -> f64 {
@@ -48,7 +52,10 @@ fn rel(a: f32, b: f32) -> f64 {
 fn mert_loss_and_every_gradient_match_pytorch() {
     let mut model = Mert::load(&golden("tiny_postln")).unwrap();
     let heads = load_heads(&mut model, &golden("loss/heads.safetensors"), 3).unwrap();
-    assert_eq!((heads.codewords, heads.final_dim, heads.cqt_bins), (13, 4, 7));
+    assert_eq!(
+        (heads.codewords, heads.final_dim, heads.cqt_bins),
+        (13, 4, 7)
+    );
     let g = read_safetensors(&golden("loss/golden.safetensors")).unwrap();
 
     let (ashape, adata) = get(&g, "audio");
@@ -63,9 +70,20 @@ fn mert_loss_and_every_gradient_match_pytorch() {
         cqt_frames: qshape[1],
         mask: ints(&g, "mask").iter().map(|&m| u8::from(m != 0)).collect(),
     };
-    let opts = ForwardOptions { feature_grad_mult: Some(0.1), ..Default::default() };
+    let opts = ForwardOptions {
+        feature_grad_mult: Some(0.1),
+        ..Default::default()
+    };
     let mut tape = Tape::new();
-    let parts = mert_loss(&mut tape, &model, &heads, &batch, &LossWeights::default(), &opts).unwrap();
+    let parts = mert_loss(
+        &mut tape,
+        &model,
+        &heads,
+        &batch,
+        &LossWeights::default(),
+        &opts,
+    )
+    .unwrap();
 
     let scalar = |n: &str| get(&g, n).1.to_f32_vec()[0];
     assert_eq!(parts.masked_frames as i32, ints(&g, "masked_frames")[0]);
@@ -77,14 +95,22 @@ fn mert_loss_and_every_gradient_match_pytorch() {
     ];
     for (name, ours) in checks {
         let e = rel(ours, scalar(name));
-        println!("{name}: ours {ours:.7} torch {:.7} rel err {e:.2e}", scalar(name));
+        println!(
+            "{name}: ours {ours:.7} torch {:.7} rel err {e:.2e}",
+            scalar(name)
+        );
         assert!(e <= LOSS_TOL, "{name}: rel err {e:.2e} > {LOSS_TOL:e}");
     }
-    assert_eq!(parts.accuracy, scalar("accuracy"), "accuracy (fairseq compute_correct)");
+    assert_eq!(
+        parts.accuracy,
+        scalar("accuracy"),
+        "accuracy (fairseq compute_correct)"
+    );
 
     let mut params = model.params.clone();
     params.zero_grad();
-    tape.backward(vec![(&parts.total, vec![1.0])], &mut params).unwrap();
+    tape.backward(vec![(&parts.total, vec![1.0])], &mut params)
+        .unwrap();
     let mut worst = (0.0f64, String::new());
     let mut failures = Vec::new();
     for p in params.iter() {
@@ -104,8 +130,20 @@ fn mert_loss_and_every_gradient_match_pytorch() {
             failures.push(format!("grad of {}: rel err {e:.2e}", p.name));
         }
     }
-    println!("{} parameter gradients (model + 5 heads), worst rel err {:.2e} ({})", params.len(), worst.0, worst.1);
-    assert!(failures.is_empty(), "tolerance {GRAD_TOL:e}:\n{}", failures.join("\n"));
+    println!(
+        "{} parameter gradients (model + 5 heads), worst rel err {:.2e} ({})",
+        params.len(),
+        worst.0,
+        worst.1
+    );
+    assert!(
+        failures.is_empty(),
+        "tolerance {GRAD_TOL:e}:\n{}",
+        failures.join("\n")
+    );
     assert_eq!(params.len(), model.params.len());
-    assert!(params.len() > 5 + 20, "model and heads parameters all checked");
+    assert!(
+        params.len() > 5 + 20,
+        "model and heads parameters all checked"
+    );
 }

@@ -11,6 +11,7 @@ use culturemert_raw::ops::dropout::{
 use culturemert_raw::ops::elementwise::{
     accumulate, accumulate_scaled, add_forward, scale_forward, transpose_last2,
 };
+use culturemert_raw::ops::fastmath::{exp_f32, exp_f64};
 use culturemert_raw::ops::gelu::{erf, erf_f64, erfc_f64, gelu_backward, gelu_forward};
 use culturemert_raw::ops::gemm::{sgemm, sgemm_strided, MatRef};
 use culturemert_raw::ops::group_norm::group_norm_forward;
@@ -866,4 +867,29 @@ fn dropout_hash_known_answers_and_mask() {
     assert_eq!(out, x, "p = 0 is the identity");
     dropout_forward(&mut out, &x, 1.0, 9);
     assert!(out.iter().all(|&v| v == 0.0), "p = 1 drops everything");
+}
+
+#[test]
+fn fast_exp_matches_std() {
+    // exp_f64 vs std exp: relative error <= 1e-15 on [-708, 709]; exp_f32 vs the f64 exp rounded
+    // to f32: <= 1 ulp on [-87, 88] (the softmax range).
+    let (mut worst64, mut worst32) = (0.0f64, 0i64);
+    for i in 0..200_001 {
+        let y = -708.0 + 1417.0 * i as f64 / 200_000.0;
+        let rel = (exp_f64(y) - y.exp()).abs() / y.exp();
+        assert!(rel <= 1e-15, "exp_f64({y}): rel err {rel:e}");
+        worst64 = worst64.max(rel);
+        let yf = (-87.0 + 175.0 * i as f64 / 200_000.0) as f32;
+        let d = (ordered(exp_f32(yf)) - ordered((yf as f64).exp() as f32)).abs();
+        assert!(
+            d <= 1,
+            "exp_f32({yf}) = {:e} vs {:e}: {d} ulp",
+            exp_f32(yf),
+            (yf as f64).exp()
+        );
+        worst32 = worst32.max(d);
+    }
+    assert_eq!(exp_f64(0.0), 1.0);
+    assert_eq!(exp_f32(0.0), 1.0);
+    println!("exp_f64 max rel err {worst64:.2e}; exp_f32 max {worst32} ulp");
 }

@@ -3,7 +3,6 @@
 //! high-band spectral-flux onsets).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use culturemert_raw::audio::fft::{Complex, RealFftPlan};
@@ -170,26 +169,26 @@ fn shapes_peaks_and_tags() {
         assert_eq!(has(clip, "drone"), drone, "{}: {:?}", clip.name, clip.tags);
     }
     // Shared tags really are shared across traditions.
+    let many = generate(&cfg(3, 16, 0.5, &all_traditions())).unwrap();
     for tag in [
         "meter:9/8",
         "meter:7/8",
+        "meter:4/4",
+        "meter:free",
         "scale:hicaz",
         "scale:minor",
         "family:bowed",
         "family:plucked",
+        "family:flute",
+        "ornament:grace",
+        "ornament:glide",
         "drone",
+        "percussion",
     ] {
-        let trads: std::collections::HashSet<&str> = generate(&cfg(3, 16, 0.5, &all_traditions()))
-            .unwrap()
+        let trads: std::collections::HashSet<&str> = many
             .iter()
             .filter(|c| has(c, tag))
-            .map(|c| match c.tradition.as_str() {
-                "western" => "w",
-                "makam" => "m",
-                "hindustani" => "h",
-                "carnatic" => "c",
-                _ => "l",
-            })
+            .map(|c| c.tradition.as_str())
             .collect();
         assert!(trads.len() >= 2, "{tag} occurs only in {trads:?}");
     }
@@ -257,7 +256,12 @@ fn generation_speed() {
     let t0 = Instant::now();
     let clips = generate(&cfg(0, 40, 5.0, &all_traditions())).unwrap();
     let s = t0.elapsed().as_secs_f64();
-    eprintln!("{} clips, {:.0} s of audio in {s:.2} s ({:.0}x real time)", clips.len(), clips.len() as f64 * 5.0, clips.len() as f64 * 5.0 / s);
+    eprintln!(
+        "{} clips, {:.0} s of audio in {s:.2} s ({:.0}x real time)",
+        clips.len(),
+        clips.len() as f64 * 5.0,
+        clips.len() as f64 * 5.0 / s
+    );
     for t in all_traditions() {
         let t1 = Instant::now();
         generate(&cfg(0, 40, 5.0, &[t])).unwrap();
@@ -274,7 +278,10 @@ fn persistent_component(x: &[f32]) -> (f64, f64) {
     let plan = RealFftPlan::new(nfft);
     let mut ltas = vec![0f64; nfft / 2 + 1];
     for f in 0..(x.len() - nfft) / 4096 {
-        for (a, m) in ltas.iter_mut().zip(spectrum(&x[f * 4096..f * 4096 + nfft], nfft, &plan)) {
+        for (a, m) in ltas
+            .iter_mut()
+            .zip(spectrum(&x[f * 4096..f * 4096 + nfft], nfft, &plan))
+        {
             *a += m;
         }
     }
@@ -285,19 +292,25 @@ fn persistent_component(x: &[f32]) -> (f64, f64) {
     cands.sort_by(|&a, &b| ltas[b].total_cmp(&ltas[a]));
     cands.truncate(12);
     let n = 6000;
-    let hann: Vec<f64> = (0..n).map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()).collect();
+    let hann: Vec<f64> = (0..n)
+        .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos())
+        .collect();
     let mut best = (0.0, 0.0);
     for k in cands {
         let f = peak_hz(&ltas, nfft, k as f64 * bin - 1.0, k as f64 * bin + 1.0);
         let w = 2.0 * std::f64::consts::PI * f / SR as f64;
         let mut worst = f64::INFINITY;
+        let rot = (w.cos(), -w.sin());
         for win in x.chunks_exact(n) {
+            // DTFT at f by a rotating phasor e^{-i w n} (renormalised per window).
             let (mut re, mut im, mut energy) = (0.0, 0.0, 0.0);
-            for (i, (&s, &h)) in win.iter().zip(&hann).enumerate() {
+            let (mut pr, mut pi) = (1.0f64, 0.0f64);
+            for (&s, &h) in win.iter().zip(&hann) {
                 let v = s as f64 * h;
-                re += v * (w * i as f64).cos();
-                im -= v * (w * i as f64).sin();
+                re += v * pr;
+                im += v * pi;
                 energy += v * v;
+                (pr, pi) = (pr * rot.0 - pi * rot.1, pr * rot.1 + pi * rot.0);
             }
             worst = worst.min((re * re + im * im) / (n as f64 / 3.0 * energy));
         }
@@ -318,7 +331,11 @@ fn high_band_onsets(x: &[f32]) -> Vec<f64> {
     let mut flux = Vec::new();
     for f in 0..(x.len() - n) / hop {
         let mag = spectrum(&x[f * hop..f * hop + n], n, &plan);
-        flux.push((lo..=n / 2).map(|k| (mag[k] - prev[k]).max(0.0)).sum::<f64>());
+        flux.push(
+            (lo..=n / 2)
+                .map(|k| (mag[k] - prev[k]).max(0.0))
+                .sum::<f64>(),
+        );
         prev = mag;
     }
     let max = flux.iter().cloned().fold(0.0, f64::max);
@@ -326,18 +343,23 @@ fn high_band_onsets(x: &[f32]) -> Vec<f64> {
     (0..flux.len())
         .filter(|&i| {
             let nb = &flux[i.saturating_sub(w)..(i + w + 1).min(flux.len())];
-            flux[i] > 0.2 * max && nb.iter().all(|&v| v <= flux[i]) && nb.iter().position(|&v| v == flux[i]).unwrap() + i.saturating_sub(w) == i
+            flux[i] > 0.2 * max
+                && nb.iter().all(|&v| v <= flux[i])
+                && nb.iter().position(|&v| v == flux[i]).unwrap() + i.saturating_sub(w) == i
         })
         .map(|i| (i * hop) as f64 / SR as f64)
         .collect()
 }
 
-
 /// True when the inter-onset intervals follow `groups` cyclically (from some phase), each IOI within
 /// 4% of `unit * group` where the unit is estimated from the shortest IOIs.
 fn follows_groups(ioi: &[f64], groups: &[f64]) -> bool {
     let shortest = ioi.iter().cloned().fold(f64::INFINITY, f64::min);
-    let short: Vec<f64> = ioi.iter().cloned().filter(|&x| x < 1.2 * shortest).collect();
+    let short: Vec<f64> = ioi
+        .iter()
+        .cloned()
+        .filter(|&x| x < 1.2 * shortest)
+        .collect();
     let gmin = groups.iter().cloned().fold(f64::INFINITY, f64::min);
     let unit = short.iter().sum::<f64>() / short.len() as f64 / gmin;
     (0..groups.len()).any(|phase| {
@@ -367,15 +389,26 @@ fn percussion_onsets_follow_the_meter() {
             continue;
         };
         assert!(ioi.len() >= 4, "{}: only {} onsets", c.name, on.len());
-        assert!(follows_groups(&ioi, groups), "{} ({meter}): IOIs {ioi:.3?}", c.name);
+        assert!(
+            follows_groups(&ioi, groups),
+            "{} ({meter}): IOIs {ioi:.3?}",
+            c.name
+        );
         if meter != "even" {
-            assert!(!follows_groups(&ioi, &[1.0]), "{}: aksak IOIs look even: {ioi:.3?}", c.name);
+            assert!(
+                !follows_groups(&ioi, &[1.0]),
+                "{}: aksak IOIs look even: {ioi:.3?}",
+                c.name
+            );
         }
         *checked.entry(meter).or_default() += 1;
     }
     eprintln!("clips checked per meter: {checked:?}");
     for m in ["9/8", "7/8", "even"] {
-        assert!(checked.get(m).copied().unwrap_or(0) >= 2, "too few {m} clips: {checked:?}");
+        assert!(
+            checked.get(m).copied().unwrap_or(0) >= 2,
+            "too few {m} clips: {checked:?}"
+        );
     }
 }
 
@@ -394,8 +427,21 @@ fn drone_is_present_throughout() {
     }
     let min_with = with.iter().cloned().fold(f64::INFINITY, f64::min);
     let max_without = without.iter().cloned().fold(0.0, f64::max);
-    eprintln!("persistent share: drone clips min {min_with:.5} ({}), others max {max_without:.5} ({})", with.len(), without.len());
-    assert!(min_with > 10.0 * max_without && min_with > 0.003, "{with:.4?} vs {without:.4?}");
+    eprintln!(
+        "persistent share: drone clips min {min_with:.5} ({}), others max {max_without:.5} ({})",
+        with.len(),
+        without.len()
+    );
+    // A chord progression can keep a common tone through a short clip, so a drone-less clip may
+    // score well above zero (measured max 0.0014 at seed 5); the typical one scores ~1e-5.
+    let mut sorted = without.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median_without = sorted[sorted.len() / 2];
+    assert!(min_with > 0.005, "{with:.4?}");
+    assert!(
+        min_with > 4.0 * max_without && median_without < 1e-4,
+        "{with:.4?} vs {without:.4?}"
+    );
 }
 
 /// Largest share of a frame's power above 7 kHz: pitched notes are band-limited to 5.5 kHz and
@@ -425,4 +471,91 @@ fn only_percussion_reaches_the_high_band() {
     eprintln!("max frame share above 7 kHz: percussion clips min {min_with:.2e} ({}), others max {max_without:.2e} ({})", with.len(), without.len());
     assert!(!with.is_empty() && !without.is_empty());
     assert!(min_with > 100.0 * max_without, "{with:?} vs {without:?}");
+}
+
+/// write_corpus: WAV files that read back as the generated samples (to 16-bit rounding), a tags.csv
+/// that lists every clip with its tags, and 70/15/15 splits per tradition.
+#[test]
+fn corpus_round_trip() {
+    let dir = std::env::temp_dir().join(format!("culturemert-synth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let c = cfg(4, 20, 0.5, &["lyra", "makam"]);
+    let clips = write_corpus(&dir, &c).unwrap();
+    let csv = std::fs::read_to_string(dir.join("tags.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("file,tradition,split,tags"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 40);
+    let mut counts: HashMap<(String, String), usize> = HashMap::new();
+    for (row, clip) in rows.iter().zip(&clips) {
+        assert_eq!(row.len(), 4, "{row:?}");
+        assert_eq!(row[0], format!("{}/{}.wav", clip.tradition, clip.name));
+        assert_eq!(row[1], clip.tradition);
+        assert_eq!(row[3].split(';').collect::<Vec<_>>(), clip.tags);
+        *counts
+            .entry((row[1].to_string(), row[2].to_string()))
+            .or_default() += 1;
+        let (ch, rate) = culturemert_raw::audio::wav::read_wav(&dir.join(row[0])).unwrap();
+        assert_eq!((ch.len(), rate), (1, 24000));
+        let err = ch[0]
+            .iter()
+            .zip(&clip.samples)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert_eq!(ch[0].len(), clip.samples.len());
+        assert!(
+            err <= 0.5 / 32768.0 + 1e-7,
+            "{}: 16-bit round trip error {err}",
+            clip.name
+        );
+    }
+    for t in ["lyra", "makam"] {
+        let n = |s: &str| {
+            counts
+                .get(&(t.to_string(), s.to_string()))
+                .copied()
+                .unwrap_or(0)
+        };
+        assert_eq!((n("train"), n("valid"), n("test")), (14, 3, 3), "{t}");
+        let splits = assign_splits(4, t, 20);
+        let from_csv: Vec<&str> = rows.iter().filter(|r| r[1] == t).map(|r| r[2]).collect();
+        assert_eq!(splits, from_csv);
+    }
+    assert_ne!(assign_splits(4, "lyra", 20), assign_splits(5, "lyra", 20));
+    assert!(!std::fs::read_dir(&dir).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The CLI writes a corpus and refuses a non-empty directory unless --force.
+#[test]
+fn cli_refuses_non_empty_dir_without_force() {
+    use culturemert_raw::cli::synth::{run, Args};
+    let dir = std::env::temp_dir().join(format!("culturemert-synth-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let args = |force| Args {
+        out: dir.clone(),
+        seed: 1,
+        clips_per_tradition: 2,
+        seconds: 0.3,
+        sample_rate: 24000,
+        traditions: Some(vec!["western".into(), "hindustani".into()]),
+        force,
+    };
+    run(args(false)).unwrap();
+    assert!(dir.join("hindustani/hindustani_001.wav").is_file());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("tags.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        5
+    );
+    let e = run(args(false)).unwrap_err();
+    assert!(format!("{e:#}").contains("not empty"), "{e:#}");
+    run(args(true)).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -27,10 +27,17 @@ const LOSS_TOL: f64 = 1e-5;
 const NORM_TOL: f64 = 1e-5;
 const PARAM_TOL: f64 = 2e-3;
 const NOISE_TOL: f64 = 1e-2;
-const STAGE1_TRAINABLE: [&str; 4] = ["feature_extractor.", "label_embs_concat", "final_proj.", "encoder_cqt_model."];
+const STAGE1_TRAINABLE: [&str; 4] = [
+    "feature_extractor.",
+    "label_embs_concat",
+    "final_proj.",
+    "encoder_cqt_model.",
+];
 
 fn golden(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/golden").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("reference/golden")
+        .join(rel)
 }
 
 fn get<'a>(g: &'a RawTensors, name: &str) -> &'a (Vec<usize>, CpuData) {
@@ -49,7 +56,11 @@ fn metadata_list(path: &std::path::Path, key: &str) -> Vec<f64> {
     let bytes = std::fs::read(path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().as_ref().expect("golden metadata");
-    meta.get(key).unwrap_or_else(|| panic!("metadata lacks {key}")).split(',').map(|v| v.parse().unwrap()).collect()
+    meta.get(key)
+        .unwrap_or_else(|| panic!("metadata lacks {key}"))
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect()
 }
 
 fn batch(g: &RawTensors, i: usize) -> PretrainBatch {
@@ -63,7 +74,10 @@ fn batch(g: &RawTensors, i: usize) -> PretrainBatch {
         codebook_size: ints(g, "codebook_size")[0] as usize,
         cqt: qdata.to_f32_vec(),
         cqt_frames: qshape[1],
-        mask: ints(g, &format!("mask.{i}")).iter().map(|&m| u8::from(m != 0)).collect(),
+        mask: ints(g, &format!("mask.{i}"))
+            .iter()
+            .map(|&m| u8::from(m != 0))
+            .collect(),
     }
 }
 
@@ -74,13 +88,27 @@ fn groups(stage: usize) -> Vec<ParamGroup> {
     vec![
         ParamGroup {
             name: "no_decay".into(),
-            patterns: ["*.bias", "*layer_norm*", "masked_spec_embed", "label_embs_concat"].map(String::from).to_vec(),
+            patterns: [
+                "*.bias",
+                "*layer_norm*",
+                "masked_spec_embed",
+                "label_embs_concat",
+            ]
+            .map(String::from)
+            .to_vec(),
             betas: no_decay.0,
             eps: no_decay.1,
             weight_decay: 0.0,
             lr_scale: 1.0,
         },
-        ParamGroup { name: "decay".into(), patterns: vec![], betas: decay.0, eps: decay.1, weight_decay: 0.1, lr_scale: 1.0 },
+        ParamGroup {
+            name: "decay".into(),
+            patterns: vec![],
+            betas: decay.0,
+            eps: decay.1,
+            weight_decay: 0.1,
+            lr_scale: 1.0,
+        },
     ]
 }
 
@@ -89,7 +117,9 @@ fn rel(a: f64, b: f64) -> f64 {
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()))
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()))
 }
 
 #[test]
@@ -100,13 +130,30 @@ fn ten_adamw_updates_two_stages_match_pytorch() {
     let heads = load_heads(&mut model, &golden("loss/heads.safetensors"), 3).unwrap();
     let initial = model.params.clone();
     let schedule = StagedCosine::new(vec![
-        CosineStage { steps: 5, warmup: 2, eta_max: 5e-3, eta_min: 5e-4 },
-        CosineStage { steps: 5, warmup: 1, eta_max: 2e-3, eta_min: 2e-4 },
+        CosineStage {
+            steps: 5,
+            warmup: 2,
+            eta_max: 5e-3,
+            eta_min: 5e-4,
+        },
+        CosineStage {
+            steps: 5,
+            warmup: 1,
+            eta_max: 2e-3,
+            eta_min: 2e-4,
+        },
     ])
     .unwrap();
     let mut opt = AdamW::new(groups(0)).unwrap();
-    let opts = ForwardOptions { feature_grad_mult: Some(0.1), ..Default::default() };
-    let (ref_losses, ref_lr, ref_norm) = (metadata_list(&path, "losses"), metadata_list(&path, "lr"), metadata_list(&path, "grad_norm"));
+    let opts = ForwardOptions {
+        feature_grad_mult: Some(0.1),
+        ..Default::default()
+    };
+    let (ref_losses, ref_lr, ref_norm) = (
+        metadata_list(&path, "losses"),
+        metadata_list(&path, "lr"),
+        metadata_list(&path, "grad_norm"),
+    );
     let (mut worst_loss, mut worst_norm) = (0.0f64, 0.0f64);
 
     for update in 0..UPDATES {
@@ -116,33 +163,76 @@ fn ten_adamw_updates_two_stages_match_pytorch() {
         model.params.set_frozen(&[""], stage == 0);
         model.params.set_frozen(&STAGE1_TRAINABLE, false);
         let lr = schedule.lr(update);
-        assert!(rel(lr, ref_lr[update]) < 1e-12, "update {update}: lr {lr} vs torch {}", ref_lr[update]);
+        assert!(
+            rel(lr, ref_lr[update]) < 1e-12,
+            "update {update}: lr {lr} vs torch {}",
+            ref_lr[update]
+        );
 
         model.params.zero_grad();
         for m in 0..MICRO {
             let b = batch(&g, update * MICRO + m);
             let mut tape = Tape::new();
-            let parts = mert_loss(&mut tape, &model, &heads, &b, &LossWeights::default(), &opts).unwrap();
+            let parts = mert_loss(
+                &mut tape,
+                &model,
+                &heads,
+                &b,
+                &LossWeights::default(),
+                &opts,
+            )
+            .unwrap();
             let (ours, theirs) = (parts.total.data()[0] as f64, ref_losses[update * MICRO + m]);
             let e = rel(ours, theirs);
             worst_loss = worst_loss.max(e);
-            assert!(e <= LOSS_TOL, "update {update} micro {m}: loss {ours} vs torch {theirs} (rel {e:.2e})");
+            assert!(
+                e <= LOSS_TOL,
+                "update {update} micro {m}: loss {ours} vs torch {theirs} (rel {e:.2e})"
+            );
             // Gradient accumulation: the caller scales each micro-batch by 1/MICRO.
-            tape.backward(vec![(&parts.total, vec![1.0 / MICRO as f32])], &mut model.params).unwrap();
+            tape.backward(
+                vec![(&parts.total, vec![1.0 / MICRO as f32])],
+                &mut model.params,
+            )
+            .unwrap();
         }
         let norm = clip_grad_norm(&mut model.params, 1.0);
         let e = rel(norm.norm, ref_norm[update]);
         worst_norm = worst_norm.max(e);
-        assert!(e <= NORM_TOL, "update {update}: grad norm {} vs torch {} (rel {e:.2e})", norm.norm, ref_norm[update]);
-        assert!(norm.scale < 1.0, "update {update}: the reference clips every update");
+        assert!(
+            e <= NORM_TOL,
+            "update {update}: grad norm {} vs torch {} (rel {e:.2e})",
+            norm.norm,
+            ref_norm[update]
+        );
+        assert!(
+            norm.scale < 1.0,
+            "update {update}: the reference clips every update"
+        );
         let outcome = opt.step(&mut model.params, lr).unwrap();
         let expected_params = if stage == 0 { 10 } else { model.params.len() };
-        assert_eq!(outcome, StepOutcome::Applied { params: expected_params }, "update {update}");
-        println!("update {update}: lr {lr:.6e} losses {:.6} {:.6} grad norm {:.5}", ref_losses[2 * update], ref_losses[2 * update + 1], norm.norm);
+        assert_eq!(
+            outcome,
+            StepOutcome::Applied {
+                params: expected_params
+            },
+            "update {update}"
+        );
+        println!(
+            "update {update}: lr {lr:.6e} losses {:.6} {:.6} grad norm {:.5}",
+            ref_losses[2 * update],
+            ref_losses[2 * update + 1],
+            norm.norm
+        );
     }
 
     // Parameters frozen through stage 1 got their first update in stage 2.
-    assert_eq!(opt.state("encoder.layers.0.attention.q_proj.weight").unwrap().step, 5);
+    assert_eq!(
+        opt.state("encoder.layers.0.attention.q_proj.weight")
+            .unwrap()
+            .step,
+        5
+    );
     assert_eq!(opt.state("label_embs_concat").unwrap().step, 10);
 
     let mut worst = (0.0f64, String::new());
@@ -151,22 +241,47 @@ fn ten_adamw_updates_two_stages_match_pytorch() {
     for p in model.params.iter() {
         let reference = get(&g, &format!("final.{}", p.name)).1.to_f32_vec();
         let scale_name = p.name.replace("k_proj.bias", "k_proj.weight");
-        let moved = max_abs_diff(&get(&g, &format!("final.{scale_name}")).1.to_f32_vec(), initial.by_name(&scale_name).unwrap().value.data());
-        assert!(moved > 1e-4, "{}: torch moved it by only {moved:.2e}", p.name);
+        let moved = max_abs_diff(
+            &get(&g, &format!("final.{scale_name}")).1.to_f32_vec(),
+            initial.by_name(&scale_name).unwrap().value.data(),
+        );
+        assert!(
+            moved > 1e-4,
+            "{}: torch moved it by only {moved:.2e}",
+            p.name
+        );
         let e = max_abs_diff(p.value.data(), &reference) / moved;
-        let w = if scale_name != p.name { &mut worst_noise } else { &mut worst };
+        let w = if scale_name != p.name {
+            &mut worst_noise
+        } else {
+            &mut worst
+        };
         if e > w.0 {
             *w = (e, p.name.clone());
         }
-        let tol = if scale_name != p.name { NOISE_TOL } else { PARAM_TOL };
+        let tol = if scale_name != p.name {
+            NOISE_TOL
+        } else {
+            PARAM_TOL
+        };
         if e > tol {
             failures.push(format!("{}: |ours - torch| / movement = {e:.2e}", p.name));
         }
     }
     println!("worst loss rel err {worst_loss:.2e}, worst grad-norm rel err {worst_norm:.2e}");
-    println!("final parameters: worst |ours - torch| / movement {:.2e} ({})", worst.0, worst.1);
-    println!("k_proj biases (noise only): worst |ours - torch| / k_proj.weight movement {:.2e} ({})", worst_noise.0, worst_noise.1);
-    assert!(failures.is_empty(), "tolerances {PARAM_TOL:e} / {NOISE_TOL:e} (k_proj.bias):\n{}", failures.join("\n"));
+    println!(
+        "final parameters: worst |ours - torch| / movement {:.2e} ({})",
+        worst.0, worst.1
+    );
+    println!(
+        "k_proj biases (noise only): worst |ours - torch| / k_proj.weight movement {:.2e} ({})",
+        worst_noise.0, worst_noise.1
+    );
+    assert!(
+        failures.is_empty(),
+        "tolerances {PARAM_TOL:e} / {NOISE_TOL:e} (k_proj.bias):\n{}",
+        failures.join("\n")
+    );
 }
 
 /// The optimiser alone (reference/golden/train/adamw.safetensors): torch.optim.AdamW + clip_grad_norm_ on
@@ -177,12 +292,17 @@ fn ten_adamw_updates_two_stages_match_pytorch() {
 fn adamw_alone_matches_torch_on_recorded_gradients() {
     let path = golden("train/adamw.safetensors");
     let g = read_safetensors(&path).unwrap();
-    let (lrs, norms) = (metadata_list(&path, "lr"), metadata_list(&path, "grad_norm"));
+    let (lrs, norms) = (
+        metadata_list(&path, "lr"),
+        metadata_list(&path, "grad_norm"),
+    );
     let names = ["lin.weight", "lin.bias", "late.weight"];
     let mut store = culturemert_raw::autograd::ParamStore::new();
     for n in names {
         let (shape, data) = get(&g, &format!("init.{n}"));
-        store.insert(n, Tensor::from_f32(shape, data.to_f32_vec())).unwrap();
+        store
+            .insert(n, Tensor::from_f32(shape, data.to_f32_vec()))
+            .unwrap();
     }
     let mut opt = AdamW::new(groups(0)).unwrap();
     for (step, &lr) in lrs.iter().enumerate() {
@@ -196,15 +316,27 @@ fn adamw_alone_matches_torch_on_recorded_gradients() {
             }
         }
         let norm = clip_grad_norm(&mut store, 1.0);
-        assert!(rel(norm.norm, norms[step]) < 1e-6, "step {step}: norm {} vs torch {}", norm.norm, norms[step]);
+        assert!(
+            rel(norm.norm, norms[step]) < 1e-6,
+            "step {step}: norm {} vs torch {}",
+            norm.norm,
+            norms[step]
+        );
         opt.step(&mut store, lr).unwrap();
     }
     let mut worst = 0.0f64;
     for n in names {
         let st = opt.state(n).unwrap();
-        assert_eq!(st.step as i32, ints(&g, &format!("step.{n}"))[0], "{n}: step count");
+        assert_eq!(
+            st.step as i32,
+            ints(&g, &format!("step.{n}"))[0],
+            "{n}: step count"
+        );
         let pairs = [
-            (store.by_name(n).unwrap().value.data().to_vec(), format!("final.{n}")),
+            (
+                store.by_name(n).unwrap().value.data().to_vec(),
+                format!("final.{n}"),
+            ),
             (st.exp_avg.clone(), format!("exp_avg.{n}")),
             (st.exp_avg_sq.clone(), format!("exp_avg_sq.{n}")),
         ];

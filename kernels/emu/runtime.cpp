@@ -263,6 +263,20 @@ std::string validate(Dim3 grid, Dim3 block, unsigned smem) {
   return {};
 }
 
+// Fills the static __shared__ section with 0xFF. Under ASan the section holds red zones between the
+// arrays (-fsanitize-sections), so the fill must bypass instrumentation and the memset interceptor.
+#ifdef EMU_ASAN
+__attribute__((no_sanitize_address, noinline)) void poison_static_shared() {
+  if (__start_emu_shared == nullptr || __stop_emu_shared == nullptr) return;
+  for (volatile char* p = __start_emu_shared; p < __stop_emu_shared; ++p) *p = char(0xff);
+}
+#else
+void poison_static_shared() {
+  if (__start_emu_shared != nullptr && __stop_emu_shared != nullptr)
+    std::memset(__start_emu_shared, 0xff, std::size_t(__stop_emu_shared - __start_emu_shared));
+}
+#endif
+
 // Runs every fiber of the current block to completion; returns false on error.
 bool run_block(Launch& L, std::vector<int>& order) {
   const int n = L.n;
@@ -471,8 +485,7 @@ int run_launch(const char* name, Dim3 grid, Dim3 block, unsigned smem, BodyFn bo
       for (unsigned bx = 0; ok && bx < grid.x; ++bx) {
         blockIdx = {bx, by, bz};
         // Poison: uninitialised shared reads give NaN / garbage instead of silently passing.
-        if (__start_emu_shared != nullptr && __stop_emu_shared != nullptr)
-          std::memset(__start_emu_shared, 0xff, std::size_t(__stop_emu_shared - __start_emu_shared));
+        poison_static_shared();
         if (dyn) std::memset(dyn, 0xff, dyn_bytes);
         ok = run_block(L, order);
       }

@@ -4,5 +4,8 @@ pub mod cqt;
 pub mod embed;
 pub mod kernels;
 pub mod merge;
+pub mod probe;
 pub mod similarity;
 pub mod synth;
+pub mod tokenize;
+pub mod train;

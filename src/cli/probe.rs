@@ -105,10 +105,17 @@ fn print_report(r: &ProbeReport) {
     );
     if let Some(s) = r.seeds.first() {
         for (split, sc) in [("valid", &s.valid), ("test", &s.test)] {
-            if !sc.skipped_roc_auc.is_empty() || !sc.skipped_average_precision.is_empty() {
+            let (auc, ap) = (&sc.skipped_roc_auc, &sc.skipped_average_precision);
+            if !auc.is_empty() || !ap.is_empty() {
+                let shown: Vec<&str> = auc.iter().take(6).map(String::as_str).collect();
                 println!(
-                    "note: single-class tags in {split} left out of the macro mean (Skip policy): ROC-AUC {:?}, AP {:?}",
-                    sc.skipped_roc_auc, sc.skipped_average_precision
+                    "note: {} of {} tags have a single class in {split} and are left out of its macro ROC-AUC ({} of macro AP) \
+                     (Skip policy): {}{} (full lists in --out)",
+                    auc.len(),
+                    r.tags.len(),
+                    ap.len(),
+                    shown.join(", "),
+                    if auc.len() > shown.len() { ", ..." } else { "" }
                 );
             }
         }

@@ -34,14 +34,20 @@ pub fn run(args: Args) -> Result<()> {
     let out = &args.out;
     if out.exists() {
         if !out.is_dir() {
-            bail!("output path {} exists and is not a directory", out.display());
+            bail!(
+                "output path {} exists and is not a directory",
+                out.display()
+            );
         }
         let non_empty = std::fs::read_dir(out)
             .with_context(|| format!("reading output directory {}", out.display()))?
             .next()
             .is_some();
         if non_empty && !args.force {
-            bail!("output directory {} is not empty (use --force to write into it)", out.display());
+            bail!(
+                "output directory {} is not empty (use --force to write into it)",
+                out.display()
+            );
         }
     }
     let cfg = SynthConfig {

@@ -7,21 +7,14 @@
 //!   audio, are read instead of recomputed unless `--force`), and `DIR/token_histogram.safetensors`
 //!   (src/eval/similarity.rs format) counts every code of every file, dataset name = DIR's name.
 //!
-//! Audio is mixed to mono and resampled to the teacher's rate (24 kHz).
+//! Audio is mixed to mono and resampled to the teacher's rate (24 kHz). The work is done by
+//! `write_code_file` and `label_dataset` in src/model/teacher.rs.
 
-use crate::audio::wav::load_mono;
-use crate::cli::cqt::tensor_names;
-use crate::eval::similarity::write_histogram;
 use crate::model::rp_teacher::{RandomProjectionTeacher, RpConfig};
-use crate::model::teacher::{label_path, read_labels, write_labels, Teacher};
-use anyhow::{bail, ensure, Context, Result};
+use crate::model::teacher::{find_audio, label_dataset, write_code_file, Teacher};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use safetensors::tensor::{Dtype, TensorView};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-pub const AUDIO_EXTENSIONS: [&str; 4] = ["wav", "flac", "mp3", "ogg"];
-pub const HISTOGRAM_FILE: &str = "token_histogram.safetensors";
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TeacherKind {
@@ -94,23 +87,36 @@ fn progress(n: usize) -> Result<ProgressBar> {
     Ok(bar)
 }
 
-/// Loads `path` at the teacher's rate and encodes it: (codes [K, T], T).
-pub fn encode_file(teacher: &dyn Teacher, path: &Path) -> Result<(Vec<u16>, usize)> {
-    let audio = load_mono(path, teacher.sample_rate())
-        .with_context(|| format!("reading {}", path.display()))?;
-    let codes = teacher
-        .encode(&audio)
-        .with_context(|| format!("encoding {}", path.display()))?;
-    let frames = codes.len() / teacher.codebooks();
-    Ok((codes, frames))
-}
-
 pub fn run(args: Args) -> Result<()> {
     let teacher = build_teacher(&args)?;
-    match (&args.dataset, &args.out) {
-        (Some(dir), _) => tokenize_dataset(teacher.as_ref(), dir, args.force),
-        (None, Some(out)) => tokenize_files(teacher.as_ref(), &args.inputs, out),
-        (None, None) => bail!("give --out OUT.safetensors with audio files, or --dataset DIR"),
+    if let Some(dir) = &args.dataset {
+        let files = find_audio(dir)?.len();
+        let bar = progress(files)?;
+        let s = label_dataset(teacher.as_ref(), dir, args.force, &bar)?;
+        bar.finish_and_clear();
+        eprintln!(
+            "{}: {} file(s), {} encoded, {} up to date, {} frames; histogram of dataset '{}' in {}",
+            dir.display(),
+            s.files,
+            s.encoded,
+            s.reused,
+            s.frames,
+            s.dataset,
+            s.histogram.display()
+        );
+        return Ok(());
     }
+    let out = args
+        .out
+        .as_ref()
+        .context("give --out OUT.safetensors with audio files, or --dataset DIR")?;
+    let bar = progress(args.inputs.len())?;
+    write_code_file(teacher.as_ref(), &args.inputs, out, &bar)?;
+    bar.finish_and_clear();
+    eprintln!(
+        "wrote {} code tensor(s) to {}",
+        args.inputs.len(),
+        out.display()
+    );
+    Ok(())
 }
-

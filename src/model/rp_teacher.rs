@@ -3,7 +3,7 @@
 //!
 //! Per clip: log-mel [T, n_mels] at 75 Hz (src/audio/mel.rs: frame t centred at sample 320t + 160,
 //! zero padding, HTK mel, log(mel + 1e-6)) -> per-clip standardisation of each mel bin over the clip's
-//! frames, `z = (x - mean_b) / sqrt(var_b + 1e-5)` -> for each codebook k: `y = z P_k` with a fixed
+//! frames, `z = (x - mean_b) / sqrt(var_b + 1)` -> for each codebook k: `y = z P_k` with a fixed
 //! Xavier-normal matrix P_k [n_mels, dim] -> code = argmax_c <y, e_{k,c}> over C fixed unit vectors
 //! e_{k,c} (standard normal, normalised), first index on ties. The argmax of the dot product with unit
 //! codewords is the argmax of cosine similarity (|y| is the same for every c).
@@ -11,7 +11,10 @@
 //! Per-clip statistics (instead of BEST-RQ's dataset statistics) need no pass over a dataset and make a
 //! clip's codes independent of what else is in the dataset; the price is that codes depend on the
 //! clip's extent (a crop and the full track give slightly different codes) and that a clip with no
-//! change at all (a steady tone) carries information only in its edge frames.
+//! change at all (a steady tone) carries information only in its edge frames. The +1 (nat^2) in the
+//! denominator keeps bins that hardly vary over the clip (silent bands sitting at the log floor,
+//! typical music bins vary by 1-3 nats) from being blown up to unit variance, where inaudible noise
+//! would decide the codes.
 //!
 //! Random numbers: splitmix64 streams (one per matrix, derived from the seed) and Box-Muller in f64, so
 //! the matrices are the same on every platform up to the last bit of `ln`/`cos` of the platform libm;
@@ -21,6 +24,9 @@ use super::teacher::Teacher;
 use crate::audio::mel::{LogMel, MelConfig};
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
+
+/// Added to each mel bin's per-clip variance (nats^2) before dividing by its square root.
+pub const VAR_FLOOR: f64 = 1.0;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct RpConfig {
@@ -57,7 +63,7 @@ impl RpConfig {
         format!(
             "rp-v1 seed={} codebooks={} codebook_size={} dim={} n_mels={} n_fft={} hop={} \
              sample_rate={} mel=htk f_max=sr/2 window=hann-periodic pad=zero centre=hop*t+hop/2 \
-             log=ln(x+1e-6) norm=per-clip-per-bin",
+             log=ln(x+1e-6) norm=per-clip-per-bin(var+1)",
             self.seed,
             self.codebooks,
             self.codebook_size,
@@ -183,7 +189,8 @@ impl RandomProjectionTeacher {
         &self.codewords[k * n..(k + 1) * n]
     }
 
-    /// Standardises each mel bin over the clip's frames in place ([frames, n_mels]).
+    /// Standardises each mel bin over the clip's frames in place ([frames, n_mels]):
+    /// `(x - mean) / sqrt(var + VAR_FLOOR)`.
     pub fn standardise(feats: &mut [f32], n_mels: usize) {
         let frames = feats.len() / n_mels;
         if frames == 0 {
@@ -204,7 +211,7 @@ impl RandomProjectionTeacher {
         }
         let inv: Vec<f64> = var
             .iter()
-            .map(|v| 1.0 / (v / frames as f64 + 1e-5).sqrt())
+            .map(|v| 1.0 / (v / frames as f64 + VAR_FLOOR).sqrt())
             .collect();
         for row in feats.chunks_exact_mut(n_mels) {
             for ((x, m), s) in row.iter_mut().zip(&mean).zip(&inv) {

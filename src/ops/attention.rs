@@ -5,6 +5,7 @@
 //! instead of storing the T×T probabilities. A query row with no valid key gets out = 0 and
 //! lse = -inf (and zero gradients).
 
+use super::fastmath::{exp_f32, with_avx2};
 use super::gemm::{num_threads, sgemm_strided_raw, MatRef};
 use rayon::prelude::*;
 
@@ -149,6 +150,7 @@ pub fn attention_forward(
 }
 
 /// In-place masked softmax of one score row; returns log Σ exp over valid keys (-inf if none).
+/// Branch-free inner loops (masked keys are multiplied by 0) so the exp vectorizes.
 fn softmax_row(row: &mut [f32], valid: Option<&[u8]>) -> f32 {
     let is_valid = |j: usize| valid.is_none_or(|v| v[j] != 0);
     let mut max = f32::NEG_INFINITY;
@@ -161,14 +163,54 @@ fn softmax_row(row: &mut [f32], valid: Option<&[u8]>) -> f32 {
         row.fill(0.0);
         return f32::NEG_INFINITY;
     }
-    let mut sum = 0.0f32;
-    for (j, x) in row.iter_mut().enumerate() {
-        *x = if is_valid(j) { (*x - max).exp() } else { 0.0 };
-        sum += *x;
-    }
+    let sum = with_avx2(
+        #[inline(always)]
+        || {
+            match valid {
+                None => row.iter_mut().for_each(|x| *x = exp_f32(*x - max)),
+                Some(v) => row
+                    .iter_mut()
+                    .zip(v)
+                    .for_each(|(x, &m)| *x = exp_f32(*x - max) * f32::from(m != 0)),
+            }
+            sum_lanes(row)
+        },
+    );
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|x| *x *= inv);
     max + sum.ln()
+}
+
+/// Σ row with 8 interleaved partial sums (a fixed order the compiler can vectorize).
+#[inline(always)]
+fn sum_lanes(row: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// P = exp(S - lse) in place for one row (0 for masked keys and for rows without valid keys).
+fn probabilities_row(row: &mut [f32], lse: f32, valid: Option<&[u8]>) {
+    if lse == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return;
+    }
+    with_avx2(
+        #[inline(always)]
+        || match valid {
+            None => row.iter_mut().for_each(|x| *x = exp_f32(*x - lse)),
+            Some(v) => row
+                .iter_mut()
+                .zip(v)
+                .for_each(|(x, &m)| *x = exp_f32(*x - lse) * f32::from(m != 0)),
+        },
+    )
 }
 
 /// dv += Pᵀ dO; dS = P ∘ (dO Vᵀ - rowsum(dO ∘ O)); dq += scale dS K; dk += scale dSᵀ Q.
@@ -229,10 +271,7 @@ pub fn attention_backward(
         let mut p = vec![0.0f32; t * t];
         scores(&mut p, q, k, b, h, s, scale, par);
         for (row, &l) in p.chunks_exact_mut(t).zip(lse_h) {
-            for (j, x) in row.iter_mut().enumerate() {
-                let ok = l != f32::NEG_INFINITY && valid.is_none_or(|v| v[j] != 0);
-                *x = if ok { (*x - l).exp() } else { 0.0 };
-            }
+            probabilities_row(row, l, valid);
         }
         // dP = dO_h V_hᵀ
         let mut ds = vec![0.0f32; t * t];

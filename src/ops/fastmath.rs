@@ -23,9 +23,10 @@ const fn inverse_factorials<const N: usize>() -> [f64; N] {
 
 const EXP_F64_TAYLOR: [f64; 14] = inverse_factorials::<14>();
 const EXP_F32_TAYLOR: [f64; 8] = inverse_factorials::<8>();
-/// fdlibm's ln2_hi (low 21 mantissa bits zero), and the remainder.
+/// fdlibm's ln2_hi (low 21 mantissa bits zero) and ln2_lo = ln2 - ln2_hi rounded (checked with
+/// mpmath); LN_2 - hi in f64 would carry LN_2's own rounding error.
 const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
-const LN2_LO: f64 = std::f64::consts::LN_2 - LN2_HI;
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 
 #[inline(always)]
 pub fn exp_f64(y: f64) -> f64 {

@@ -5,7 +5,7 @@ pub mod config;
 pub mod optim;
 pub mod schedule;
 pub mod checkpoint;
-// pub mod data; (waits for model::teacher)
+pub mod data;
 pub mod mixup;
 pub mod plot;
-// pub mod trainer; (waits for model::teacher)
+pub mod trainer;

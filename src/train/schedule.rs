@@ -24,12 +24,17 @@ impl CosineStage {
     /// the W-th update runs at the peak), then `eta_min + (eta_max - eta_min) * (1 + cos(pi * (u - W) /
     /// (N - W))) / 2`, which reaches `eta_min` at the stage's last update.
     pub fn lr(&self, s: usize) -> f64 {
-        let (u, w, n) = (s.min(self.steps.saturating_sub(1)) + 1, self.warmup, self.steps);
+        let (u, w, n) = (
+            s.min(self.steps.saturating_sub(1)) + 1,
+            self.warmup,
+            self.steps,
+        );
         if u <= w {
             return self.eta_max * u as f64 / w as f64;
         }
         let progress = (u - w) as f64 / (n - w) as f64;
-        self.eta_min + (self.eta_max - self.eta_min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        self.eta_min
+            + (self.eta_max - self.eta_min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }
 
@@ -44,8 +49,16 @@ impl StagedCosine {
         ensure!(!stages.is_empty(), "a schedule needs at least one stage");
         for (i, s) in stages.iter().enumerate() {
             ensure!(s.steps > 0, "stage {i}: steps must be > 0");
-            ensure!(s.warmup <= s.steps, "stage {i}: warm-up {} exceeds its {} steps", s.warmup, s.steps);
-            ensure!(s.eta_max >= 0.0 && s.eta_min >= 0.0, "stage {i}: learning rates must be >= 0");
+            ensure!(
+                s.warmup <= s.steps,
+                "stage {i}: warm-up {} exceeds its {} steps",
+                s.warmup,
+                s.steps
+            );
+            ensure!(
+                s.eta_max >= 0.0 && s.eta_min >= 0.0,
+                "stage {i}: learning rates must be >= 0"
+            );
         }
         Ok(StagedCosine { stages })
     }
@@ -88,7 +101,13 @@ pub struct PolynomialDecay {
 impl PolynomialDecay {
     /// MERT-v1-95M: peak 5e-4, warm-up 32,000, linear decay to 0 at 400,000 updates.
     pub fn mert_95m() -> Self {
-        PolynomialDecay { peak_lr: 5e-4, end_lr: 0.0, warmup: 32_000, total: 400_000, power: 1.0 }
+        PolynomialDecay {
+            peak_lr: 5e-4,
+            end_lr: 0.0,
+            warmup: 32_000,
+            total: 400_000,
+            power: 1.0,
+        }
     }
 
     /// fairseq's `step_update(num_updates)`: the LR set after `num_updates` updates.
@@ -98,7 +117,8 @@ impl PolynomialDecay {
         } else if num_updates >= self.total {
             self.end_lr
         } else {
-            let remaining = 1.0 - (num_updates - self.warmup) as f64 / (self.total - self.warmup) as f64;
+            let remaining =
+                1.0 - (num_updates - self.warmup) as f64 / (self.total - self.warmup) as f64;
             (self.peak_lr - self.end_lr) * remaining.powf(self.power) + self.end_lr
         }
     }

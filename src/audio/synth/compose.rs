@@ -31,7 +31,10 @@ pub fn from_commas(name: &'static str, commas: &[f32]) -> Scale {
 pub fn from_ratios(name: &'static str, ratios: &[(f32, f32)]) -> Scale {
     Scale {
         name,
-        cents: ratios.iter().map(|&(n, d)| 1200.0 * (n / d).log2()).collect(),
+        cents: ratios
+            .iter()
+            .map(|&(n, d)| 1200.0 * (n / d).log2())
+            .collect(),
     }
 }
 
@@ -76,15 +79,22 @@ pub const FREE: &str = "free";
 
 /// Chooses a tempo class and returns (class tag, seconds per counting unit).
 pub fn pick_tempo(rng: &mut Rng, eighths: bool) -> (&'static str, f32) {
-    let (class, lo, hi) = [("slow", 60.0, 80.0), ("medium", 90.0, 115.0), ("fast", 125.0, 150.0)]
-        [rng.below(3)];
+    let (class, lo, hi) = [
+        ("slow", 60.0, 80.0),
+        ("medium", 90.0, 115.0),
+        ("fast", 125.0, 150.0),
+    ][rng.below(3)];
     let bpm = rng.range(lo, hi) * if eighths { 2.0 } else { 1.0 };
     (class, 60.0 / bpm)
 }
 
 /// Tempo class of free-rhythm music, as (class tag, shortest, longest note in seconds).
 pub fn pick_free_tempo(rng: &mut Rng) -> (&'static str, f32, f32) {
-    [("slow", 0.6, 1.4), ("medium", 0.35, 0.8), ("fast", 0.2, 0.45)][rng.below(3)]
+    [
+        ("slow", 0.6, 1.4),
+        ("medium", 0.35, 0.8),
+        ("fast", 0.2, 0.45),
+    ][rng.below(3)]
 }
 
 /// One step of the melodic random walk on scale degrees, kept within [lo, hi].
@@ -298,7 +308,14 @@ impl Piece {
     }
 
     /// Adds a note and tags its instrument and family.
-    pub fn note(&mut self, timbre: Timbre, start: f32, dur: f32, freq: f32, gain: f32) -> &mut Note {
+    pub fn note(
+        &mut self,
+        timbre: Timbre,
+        start: f32,
+        dur: f32,
+        freq: f32,
+        gain: f32,
+    ) -> &mut Note {
         self.tag("instrument", timbre.name());
         if let Some(f) = timbre.family() {
             self.tag("family", f);
@@ -344,7 +361,10 @@ pub fn glide_points(from: f32, len: f32) -> Vec<(f32, f32)> {
     (0..=6)
         .map(|i| {
             let u = i as f32 / 6.0;
-            (u * len, from * 0.5 * (1.0 + (std::f32::consts::PI * u).cos()))
+            (
+                u * len,
+                from * 0.5 * (1.0 + (std::f32::consts::PI * u).cos()),
+            )
         })
         .collect()
 }

@@ -141,7 +141,9 @@ impl Rng {
 
 /// Seed of one clip, mixing the corpus seed, the tradition's fixed index and the clip index.
 fn clip_seed(seed: u64, tradition: usize, index: usize) -> u64 {
-    let mut r = Rng::new(seed ^ ((tradition as u64 + 1) << 56) ^ (index as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut r = Rng::new(
+        seed ^ ((tradition as u64 + 1) << 56) ^ (index as u64).wrapping_mul(0x2545_F491_4F6C_DD1D),
+    );
     r.next_u64()
 }
 
@@ -190,7 +192,8 @@ fn render_clip(cfg: &SynthConfig, t_index: usize, index: usize, bank: &mut Bank)
     let peak = buf.iter().fold(0f32, |m, &x| m.max(x.abs()));
     if peak > 0.0 {
         let g = PEAK / peak;
-        buf.iter_mut().for_each(|x| *x = (*x * g).clamp(-PEAK, PEAK));
+        buf.iter_mut()
+            .for_each(|x| *x = (*x * g).clamp(-PEAK, PEAK));
     }
     SynthClip {
         tradition: tradition.to_string(),
@@ -216,9 +219,9 @@ pub fn generate(cfg: &SynthConfig) -> Result<Vec<SynthClip>> {
 /// Split of each of `n` clips of one tradition: a seeded shuffle, then the first round(0.7 n) are
 /// "train", the next round(0.15 n) "valid", the rest "test".
 pub fn assign_splits(seed: u64, tradition: &str, n: usize) -> Vec<&'static str> {
-    let name_hash = tradition
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let name_hash = tradition.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     let mut rng = Rng::new(seed ^ name_hash);
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
@@ -244,15 +247,21 @@ pub fn write_corpus(dir: &Path, cfg: &SynthConfig) -> Result<Vec<SynthClip>> {
     let mut csv = String::from("file,tradition,split,tags\n");
     for t in &cfg.traditions {
         let sub = dir.join(t);
-        fs::create_dir_all(&sub).with_context(|| format!("creating directory {}", sub.display()))?;
+        fs::create_dir_all(&sub)
+            .with_context(|| format!("creating directory {}", sub.display()))?;
         let mine: Vec<&SynthClip> = clips.iter().filter(|c| &c.tradition == t).collect();
         let splits = assign_splits(cfg.seed, t, mine.len());
         for (c, split) in mine.iter().zip(splits) {
             let path = sub.join(format!("{}.wav", c.name));
             let tmp = sub.join(format!(".{}.wav.tmp", c.name));
             crate::audio::wav::write_wav_i16(&tmp, &c.samples, cfg.sample_rate)?;
-            fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-            csv.push_str(&format!("{t}/{}.wav,{t},{split},{}\n", c.name, c.tags.join(";")));
+            fs::rename(&tmp, &path)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+            csv.push_str(&format!(
+                "{t}/{}.wav,{t},{split},{}\n",
+                c.name,
+                c.tags.join(";")
+            ));
         }
     }
     let path = dir.join("tags.csv");
@@ -261,6 +270,7 @@ pub fn write_corpus(dir: &Path, cfg: &SynthConfig) -> Result<Vec<SynthClip>> {
     f.write_all(csv.as_bytes())
         .and_then(|_| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    fs::rename(&tmp, &path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(clips)
 }

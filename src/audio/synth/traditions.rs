@@ -41,33 +41,140 @@ pub fn scales(tradition: &str) -> Vec<Scale> {
     }
 }
 
-const JI_YAMAN: [(f32, f32); 7] = [(1., 1.), (9., 8.), (5., 4.), (45., 32.), (3., 2.), (27., 16.), (15., 8.)];
-const JI_BHAIRAV: [(f32, f32); 7] = [(1., 1.), (16., 15.), (5., 4.), (4., 3.), (3., 2.), (8., 5.), (15., 8.)];
-const JI_KAFI: [(f32, f32); 7] = [(1., 1.), (9., 8.), (6., 5.), (4., 3.), (3., 2.), (5., 3.), (9., 5.)];
-const JI_SHANKARABHARANAM: [(f32, f32); 7] = [(1., 1.), (9., 8.), (5., 4.), (4., 3.), (3., 2.), (5., 3.), (15., 8.)];
-const JI_TODI: [(f32, f32); 7] = [(1., 1.), (16., 15.), (6., 5.), (4., 3.), (3., 2.), (8., 5.), (9., 5.)];
-const JI_KALYANI: [(f32, f32); 7] = [(1., 1.), (9., 8.), (5., 4.), (45., 32.), (3., 2.), (5., 3.), (15., 8.)];
+const JI_YAMAN: [(f32, f32); 7] = [
+    (1., 1.),
+    (9., 8.),
+    (5., 4.),
+    (45., 32.),
+    (3., 2.),
+    (27., 16.),
+    (15., 8.),
+];
+const JI_BHAIRAV: [(f32, f32); 7] = [
+    (1., 1.),
+    (16., 15.),
+    (5., 4.),
+    (4., 3.),
+    (3., 2.),
+    (8., 5.),
+    (15., 8.),
+];
+const JI_KAFI: [(f32, f32); 7] = [
+    (1., 1.),
+    (9., 8.),
+    (6., 5.),
+    (4., 3.),
+    (3., 2.),
+    (5., 3.),
+    (9., 5.),
+];
+const JI_SHANKARABHARANAM: [(f32, f32); 7] = [
+    (1., 1.),
+    (9., 8.),
+    (5., 4.),
+    (4., 3.),
+    (3., 2.),
+    (5., 3.),
+    (15., 8.),
+];
+const JI_TODI: [(f32, f32); 7] = [
+    (1., 1.),
+    (16., 15.),
+    (6., 5.),
+    (4., 3.),
+    (3., 2.),
+    (8., 5.),
+    (9., 5.),
+];
+const JI_KALYANI: [(f32, f32); 7] = [
+    (1., 1.),
+    (9., 8.),
+    (5., 4.),
+    (45., 32.),
+    (3., 2.),
+    (5., 3.),
+    (15., 8.),
+];
 
-const M44: Meter = Meter { name: "4/4", groups: &[1, 1, 1, 1], eighths: false };
-const M34: Meter = Meter { name: "3/4", groups: &[1, 1, 1], eighths: false };
-const M24: Meter = Meter { name: "2/4", groups: &[1, 1], eighths: false };
-const AKSAK9: Meter = Meter { name: "9/8", groups: &[2, 2, 2, 3], eighths: true };
-const AKSAK10: Meter = Meter { name: "10/8", groups: &[3, 2, 2, 3], eighths: true };
-const SEVEN8: Meter = Meter { name: "7/8", groups: &[3, 2, 2], eighths: true };
+const M44: Meter = Meter {
+    name: "4/4",
+    groups: &[1, 1, 1, 1],
+    eighths: false,
+};
+const M34: Meter = Meter {
+    name: "3/4",
+    groups: &[1, 1, 1],
+    eighths: false,
+};
+const M24: Meter = Meter {
+    name: "2/4",
+    groups: &[1, 1],
+    eighths: false,
+};
+const AKSAK9: Meter = Meter {
+    name: "9/8",
+    groups: &[2, 2, 2, 3],
+    eighths: true,
+};
+const AKSAK10: Meter = Meter {
+    name: "10/8",
+    groups: &[3, 2, 2, 3],
+    eighths: true,
+};
+const SEVEN8: Meter = Meter {
+    name: "7/8",
+    groups: &[3, 2, 2],
+    eighths: true,
+};
 /// Rupak (Hindustani) and misra chapu (Carnatic) are 3+2+2 cycles of beats: tagged "7/8" with lyra.
-const SEVEN_BEATS: Meter = Meter { name: "7/8", groups: &[3, 2, 2], eighths: false };
-const TEENTAAL: Meter = Meter { name: "16-beat", groups: &[4, 4, 4, 4], eighths: false };
-const JHAPTAAL: Meter = Meter { name: "10-beat", groups: &[2, 3, 2, 3], eighths: false };
-const ADI: Meter = Meter { name: "8-beat", groups: &[4, 2, 2], eighths: false };
-const KHANDA: Meter = Meter { name: "5-beat", groups: &[2, 3], eighths: false };
+const SEVEN_BEATS: Meter = Meter {
+    name: "7/8",
+    groups: &[3, 2, 2],
+    eighths: false,
+};
+const TEENTAAL: Meter = Meter {
+    name: "16-beat",
+    groups: &[4, 4, 4, 4],
+    eighths: false,
+};
+const JHAPTAAL: Meter = Meter {
+    name: "10-beat",
+    groups: &[2, 3, 2, 3],
+    eighths: false,
+};
+const ADI: Meter = Meter {
+    name: "8-beat",
+    groups: &[4, 2, 2],
+    eighths: false,
+};
+const KHANDA: Meter = Meter {
+    name: "5-beat",
+    groups: &[2, 3],
+    eighths: false,
+};
 
 /// Every meter tag value that can occur.
-pub const METER_NAMES: &[&str] = &["4/4", "3/4", "2/4", "9/8", "10/8", "7/8", "16-beat", "10-beat", "8-beat", "5-beat", FREE];
+pub const METER_NAMES: &[&str] = &[
+    "4/4", "3/4", "2/4", "9/8", "10/8", "7/8", "16-beat", "10-beat", "8-beat", "5-beat", FREE,
+];
 
 /// Every instrument name that can occur (pitched and percussion).
 pub const INSTRUMENTS: &[&str] = &[
-    "piano", "guitar", "violin", "drums", "ney", "oud", "frame_drum", "tanpura", "bansuri", "sitar", "tabla",
-    "veena", "mridangam", "lyra", "laouto",
+    "piano",
+    "guitar",
+    "violin",
+    "drums",
+    "ney",
+    "oud",
+    "frame_drum",
+    "tanpura",
+    "bansuri",
+    "sitar",
+    "tabla",
+    "veena",
+    "mridangam",
+    "lyra",
+    "laouto",
 ];
 
 pub const FAMILIES: &[&str] = &["keyboard", "plucked", "bowed", "flute"];
@@ -130,12 +237,18 @@ fn western(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
     let bar = unit * meter.units() as f32;
     let progressions: [[i32; 4]; 3] = [[0, 3, 4, 0], [0, 5, 3, 4], [0, 4, 5, 3]];
     let prog = progressions[rng.below(3)];
-    let comp = if rng.chance(0.5) { Timbre::Piano } else { Timbre::Guitar };
+    let comp = if rng.chance(0.5) {
+        Timbre::Piano
+    } else {
+        Timbre::Guitar
+    };
     let lead = [Timbre::Piano, Timbre::Violin, Timbre::Guitar][rng.below(3)];
     let (mut t, mut bar_i) = (0.0, 0);
     while t < secs {
         let chord = prog[bar_i % 4];
-        let tones: Vec<f32> = (0..3).map(|k| hz(root, scale.degree(chord + 2 * k))).collect();
+        let tones: Vec<f32> = (0..3)
+            .map(|k| hz(root, scale.degree(chord + 2 * k)))
+            .collect();
         if comp == Timbre::Piano {
             for &f in &tones {
                 p.note(comp, t, bar, f, 0.22);
@@ -154,7 +267,12 @@ fn western(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
         deg = walk(rng, deg, 5, 14);
         let n = p.note(lead, on, len * 0.95, hz(root, scale.degree(deg)), 0.6);
         if lead == Timbre::Violin && len > 0.3 {
-            n.contour.osc = Some(Osc { start: 0.15, rate: 5.5, depth: 12.0, centre: 0.0 });
+            n.contour.osc = Some(Osc {
+                start: 0.15,
+                rate: 5.5,
+                depth: 12.0,
+                centre: 0.0,
+            });
         }
     }
     tag_ornaments(p, &[(lead == Timbre::Violin, "vibrato")]);
@@ -181,7 +299,11 @@ fn western(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
 /// (aksak 9/8, aksak semai 10/8, sofyan 4/4) on the frame drum; grace notes from the neighbour above.
 fn makam(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
     let tonic = tet_tonic(rng, -14, -7); // G3 .. D4
-    let lead = if rng.chance(0.5) { Timbre::Ney } else { Timbre::Oud };
+    let lead = if rng.chance(0.5) {
+        Timbre::Ney
+    } else {
+        Timbre::Oud
+    };
     let lead_octave = if lead == Timbre::Ney { 2.0 } else { 1.0 };
     let double = lead == Timbre::Ney && rng.chance(0.4);
     let taksim = rng.chance(0.3);
@@ -190,7 +312,10 @@ fn makam(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
     } else {
         let meter = [AKSAK9, AKSAK10, M44][rng.below(3)];
         let unit = metered_tempo(p, rng, &meter);
-        p.strokes("frame_drum", group_pulse(&meter, unit, secs, |t, strong| vec![frame_drum(t, strong)]));
+        p.strokes(
+            "frame_drum",
+            group_pulse(&meter, unit, secs, |t, strong| vec![frame_drum(t, strong)]),
+        );
         metered_rhythm(rng, &meter, unit, secs)
     };
     let mut deg = rng.below(3) as i32;
@@ -216,7 +341,11 @@ fn makam(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
 fn hindustani(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
     let sa = rng.range(125.0, 165.0);
     p.tanpura(rng, sa, secs, 0.4);
-    let lead = if rng.chance(0.5) { Timbre::Bansuri } else { Timbre::Sitar };
+    let lead = if rng.chance(0.5) {
+        Timbre::Bansuri
+    } else {
+        Timbre::Sitar
+    };
     let rhythm = if rng.chance(0.3) {
         free_tempo(p, rng, secs)
     } else {
@@ -224,10 +353,12 @@ fn hindustani(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
         let unit = metered_tempo(p, rng, &meter);
         let theka: &[&str] = match meter.name {
             "16-beat" => &[
-                "dha", "dhin", "dhin", "dha", "dha", "dhin", "dhin", "dha", "dha", "tin", "tin", "ta", "ta", "dhin",
-                "dhin", "dha",
+                "dha", "dhin", "dhin", "dha", "dha", "dhin", "dhin", "dha", "dha", "tin", "tin",
+                "ta", "ta", "dhin", "dhin", "dha",
             ],
-            "10-beat" => &["dhi", "na", "dhi", "dhi", "na", "ti", "na", "dhi", "dhi", "na"],
+            "10-beat" => &[
+                "dhi", "na", "dhi", "dhi", "na", "ti", "na", "dhi", "dhi", "na",
+            ],
             _ => &["tin", "tin", "na", "dhi", "na", "dhi", "na"],
         };
         let mut strokes = Vec::new();
@@ -266,7 +397,11 @@ fn hindustani(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
 fn carnatic(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
     let sa = rng.range(130.0, 175.0);
     p.tanpura(rng, sa, secs, 0.4);
-    let lead = if rng.chance(0.5) { Timbre::Violin } else { Timbre::Veena };
+    let lead = if rng.chance(0.5) {
+        Timbre::Violin
+    } else {
+        Timbre::Veena
+    };
     let rhythm = if rng.chance(0.25) {
         free_tempo(p, rng, secs)
     } else {
@@ -282,7 +417,7 @@ fn carnatic(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
                 "ta"
             } else if starts.contains(&beat) {
                 "thom"
-            } else if beat % 2 == 0 {
+            } else if beat.is_multiple_of(2) {
                 "nam"
             } else {
                 "din"
@@ -336,15 +471,28 @@ fn lyra(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
         while c0 < secs {
             for (i, s) in meter.group_starts().into_iter().enumerate() {
                 let t = c0 + s as f32 * unit;
-                let f = if i == 0 { tonic / 4.0 } else { hz(tonic / 4.0, 700.0) };
+                let f = if i == 0 {
+                    tonic / 4.0
+                } else {
+                    hz(tonic / 4.0, 700.0)
+                };
                 p.note(Timbre::Laouto, t, meter.groups[i] as f32 * unit, f, 0.35);
-                p.note(Timbre::Laouto, t, meter.groups[i] as f32 * unit, 2.0 * f, 0.2);
+                p.note(
+                    Timbre::Laouto,
+                    t,
+                    meter.groups[i] as f32 * unit,
+                    2.0 * f,
+                    0.2,
+                );
             }
             c0 += cycle;
         }
     }
     if rng.chance(0.4) {
-        p.strokes("frame_drum", group_pulse(&meter, unit, secs, |t, strong| vec![frame_drum(t, strong)]));
+        p.strokes(
+            "frame_drum",
+            group_pulse(&meter, unit, secs, |t, strong| vec![frame_drum(t, strong)]),
+        );
     }
     let mut deg = rng.below(4) as i32;
     let (mut trilled, mut graced) = (false, false);
@@ -354,7 +502,12 @@ fn lyra(p: &mut Piece, rng: &mut Rng, scale: &Scale, secs: f32) {
         let up = scale.degree(deg + 1) - cents;
         let n = p.note(Timbre::Lyra, on, len * 0.95, hz(tonic, cents), 0.7);
         if len > 0.3 && (rng.chance(0.2) || !trilled) {
-            n.contour.osc = Some(Osc { start: 0.0, rate: rng.range(10.0, 13.0), depth: 0.5 * up, centre: 0.5 * up });
+            n.contour.osc = Some(Osc {
+                start: 0.0,
+                rate: rng.range(10.0, 13.0),
+                depth: 0.5 * up,
+                centre: 0.5 * up,
+            });
             trilled = true;
         } else if len > 0.2 && rng.chance(0.3) {
             n.contour.points = grace_points(up, 0.04);
