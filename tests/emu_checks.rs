@@ -228,39 +228,45 @@ fn fiber_switch_cost() {
     assert_eq!(d.dtoh(&out).unwrap(), vec![s; blocks as usize]);
 }
 
-/// Built with `CULTUREMERT_EMU_ASAN=1`: the dynamic shared buffer is exact-size, so the same
-/// out-of-bounds read is a heap-buffer-overflow report. Runs the kernel in a child process.
+/// Built with `CULTUREMERT_EMU_ASAN=1`: out-of-bounds shared reads (dynamic: exact-size buffer;
+/// static: red zones from -fsanitize-sections) abort with an ASan report. Each kernel runs in a
+/// child process (this test binary, re-run with CULTUREMERT_ASAN_CHILD naming the kernel).
 #[cfg(culturemert_emu_asan)]
 #[test]
-fn out_of_bounds_shared_read_is_reported_by_asan() {
-    if std::env::var_os("CULTUREMERT_ASAN_CHILD").is_some() {
+fn out_of_bounds_shared_reads_are_reported_by_asan() {
+    if let Ok(name) = std::env::var("CULTUREMERT_ASAN_CHILD") {
+        let kernel = culturemert_raw::cuda::registry::find(&name).unwrap();
         let d = dev(Schedule::Forward);
         let x = d.htod(&[1.0f32; 32]).unwrap();
         let mut out = d.alloc_zeros::<f32>(32).unwrap();
         let cfg = LaunchConfig::new((1, 1, 1), (32, 1, 1)).with_shared(32 * 4);
         d.launch(
-            &k::BROKEN_OOB_SHARED,
+            kernel,
             cfg,
             KernelArgs::new().buf_mut(&mut out).buf(&x).i32(32),
         )
         .unwrap();
         return;
     }
-    let exe = std::env::current_exe().unwrap();
-    let child = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "out_of_bounds_shared_read_is_reported_by_asan",
-            "--test-threads=1",
-        ])
-        .env("CULTUREMERT_ASAN_CHILD", "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&child.stderr);
-    println!("{stderr}");
-    assert!(!child.status.success(), "the child must abort");
-    assert!(
-        stderr.contains("heap-buffer-overflow") && stderr.contains("broken_oob_shared"),
-        "{stderr}"
-    );
+    for (name, report) in [
+        ("broken_oob_shared", "heap-buffer-overflow"),
+        ("broken_oob_static_shared", "global-buffer-overflow"),
+    ] {
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "out_of_bounds_shared_reads_are_reported_by_asan",
+                "--test-threads=1",
+            ])
+            .env("CULTUREMERT_ASAN_CHILD", name)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        println!("{stderr}");
+        assert!(!child.status.success(), "{name}: the child must abort");
+        assert!(
+            stderr.contains(report) && stderr.contains(name),
+            "{name}: {stderr}"
+        );
+    }
 }

@@ -355,7 +355,7 @@ fn full_size_matches_transformers() {
     let (emb_err, mismatched, frames) = check_case(&model, &golden, "long");
     eprintln!("full size: emb rel {emb_err:.2e}, {mismatched}/{frames} frames differ");
     // timing of a 30 s track
-    let x: Vec<f32> = (0..30 * 24000)
+    let x: Vec<f32> = (0..30 * 24000u64)
         .map(|i| {
             ((i as f32) * 0.0731).sin() * 0.3 + ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.05
         })

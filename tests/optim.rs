@@ -125,7 +125,8 @@ fn frozen_and_gradless_parameters_are_skipped() {
 
 #[test]
 fn a_parameter_in_no_group_is_an_error() {
-    let mut s = store(&[("x.weight", vec![1.0])]);
+    let mut s = store(&[("x.bias", vec![2.0]), ("x.weight", vec![1.0])]);
+    set_grad(&mut s, "x.bias", vec![1.0]);
     set_grad(&mut s, "x.weight", vec![1.0]);
     let only_bias = ParamGroup {
         patterns: vec!["*.bias".into()],
@@ -134,6 +135,8 @@ fn a_parameter_in_no_group_is_an_error() {
     let mut opt = AdamW::new(vec![only_bias]).unwrap();
     let err = opt.step(&mut s, 0.1).unwrap_err().to_string();
     assert!(err.contains("x.weight"), "{err}");
+    assert_eq!(value(&s, "x.bias"), vec![2.0], "an error changes nothing");
+    assert!(opt.state("x.bias").is_none());
     assert!(
         AdamW::new(vec![ParamGroup::all((1.0, 0.999), 1e-8, 0.0)]).is_err(),
         "beta1 = 1 rejected"

@@ -237,22 +237,19 @@ fn stable_under_tiny_noise_and_content_sensitive() {
     let t = teacher(0);
     let x = synthetic_music(5.0, 2);
     let clean = t.encode(&x).unwrap();
-    // White noise at 1e-4 (about -70 dB below the music's RMS ~0.1).
-    let noise = SplitMix64::new(9, 9).normals(x.len());
-    let noisy: Vec<f32> = x
-        .iter()
-        .zip(&noise)
-        .map(|(a, n)| a + 1e-4 * *n as f32)
-        .collect();
-    let perturbed = t.encode(&noisy).unwrap();
-    let same = clean
-        .iter()
-        .zip(&perturbed)
-        .filter(|(p, q)| p == q)
-        .count() as f64
-        / clean.len() as f64;
-    println!("codes unchanged under -70 dB noise: {same:.4}");
-    assert!(same > 0.9, "only {same} of the codes survive -70 dB noise");
+    let agreement = |other: &[f32]| {
+        let codes = t.encode(other).unwrap();
+        clean.iter().zip(&codes).filter(|(p, q)| p == q).count() as f64 / clean.len() as f64
+    };
+    // Re-quantised to 16 bits (noise ~ -100 dB below full scale), and 6 dB quieter.
+    let int16: Vec<f32> = x.iter().map(|v| (v * 32768.0).round() / 32768.0).collect();
+    let half: Vec<f32> = x.iter().map(|v| v * 0.5).collect();
+    let (a16, ahalf) = (agreement(&int16), agreement(&half));
+    println!("codes unchanged: 16-bit requantisation {a16:.4}, gain 0.5 {ahalf:.4}");
+    // Bounds: the top-db clamp and the per-clip standardisation make the features gain-invariant
+    // up to the 1e-6 log floor; requantisation noise sits below the 80 dB range.
+    assert!(a16 > 0.95, "only {a16} of the codes survive 16-bit requantisation");
+    assert!(ahalf > 0.99, "only {ahalf} of the codes survive a 6 dB gain change");
 
     // 2.5 s at 220 Hz then 2.5 s at 880 Hz: the interior frames of each half get different codes.
     let mut tones = sine(220.0, 0.3, 60000);

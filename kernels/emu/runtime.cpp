@@ -15,6 +15,7 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define EMU_ASAN 1
 #endif
@@ -165,6 +166,10 @@ namespace emu {
 namespace {
 
 void init_fiber_stack(Fiber& f) {
+#ifdef EMU_ASAN
+  // Frames of a fiber that never returned (finished or abandoned) leave red zones in the shadow.
+  __asan_unpoison_memory_region(f.stack, kStackBytes);
+#endif
 #ifdef EMU_UCONTEXT
   getcontext(&f.uc);
   f.uc.uc_stack.ss_sp = f.stack;

@@ -90,3 +90,14 @@ extern "C" __global__ void probe_barrier_loop(int* out, int iters) {
   if (threadIdx.x == 0) out[blockIdx.x] = s;
 }
 EMU_EXPORT(probe_barrier_loop)
+
+// BUG: the last thread reads one float past a static shared array (caught under ASan through
+// -fsanitize-sections=emu_shared; without ASan the value depends on the section layout).
+extern "C" __global__ void broken_oob_static_shared(float* out, const float* in, int n) {
+  __shared__ float tile[32];
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  tile[threadIdx.x] = i < n ? in[i] : 0.0f;
+  __syncthreads();
+  if (i < n) out[i] = tile[threadIdx.x] + tile[threadIdx.x + 1];
+}
+EMU_EXPORT(broken_oob_static_shared)

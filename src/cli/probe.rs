@@ -1,6 +1,8 @@
 //! `culturemert-raw probe`: MARBLE-style probing of frozen MERT embeddings on a tagged audio dataset.
 
-use crate::eval::probe::data::{embed_clip, load_cache, read_tag_table, save_cache, CacheKey, ClipEmbeddings, TagTable};
+use crate::eval::probe::data::{
+    embed_clip, load_cache, read_tag_table, save_cache, CacheKey, ClipEmbeddings, TagTable,
+};
 use crate::eval::probe::{run_probe, LayerChoice, ProbeConfig, ProbeData, ProbeReport};
 use crate::model::mert::Mert;
 use anyhow::{bail, ensure, Context, Result};
@@ -56,8 +58,14 @@ pub fn parse_layer(spec: &str, num_layers: usize) -> Result<LayerChoice> {
     if spec == "all" {
         return Ok(LayerChoice::All);
     }
-    let l: usize = spec.trim().parse().with_context(|| format!("--layer: {spec:?} is neither `all` nor a layer index"))?;
-    ensure!(l <= num_layers, "--layer {l} does not exist (the model has hidden states 0..={num_layers})");
+    let l: usize = spec
+        .trim()
+        .parse()
+        .with_context(|| format!("--layer: {spec:?} is neither `all` nor a layer index"))?;
+    ensure!(
+        l <= num_layers,
+        "--layer {l} does not exist (the model has hidden states 0..={num_layers})"
+    );
     Ok(LayerChoice::Single(l))
 }
 
@@ -65,17 +73,27 @@ fn embed_all(model: &Mert, table: &TagTable, chunk: usize) -> Result<ClipEmbeddi
     let rate = model.config.sample_rate;
     let bar = indicatif::ProgressBar::new(table.clips.len() as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("embedding {bar:40} {pos}/{len} clips  {elapsed_precise} eta {eta}")
-            .expect("static template"),
+        indicatif::ProgressStyle::with_template(
+            "embedding {bar:40} {pos}/{len} clips  {elapsed_precise} eta {eta}",
+        )
+        .expect("static template"),
     );
     let mut per_clip = Vec::with_capacity(table.clips.len());
     for clip in &table.clips {
-        let samples = crate::audio::wav::load_mono(&clip.path, rate).with_context(|| format!("reading {}", clip.path.display()))?;
-        per_clip.push(embed_clip(model, samples, chunk).with_context(|| format!("embedding {}", clip.path.display()))?);
+        let samples = crate::audio::wav::load_mono(&clip.path, rate)
+            .with_context(|| format!("reading {}", clip.path.display()))?;
+        per_clip.push(
+            embed_clip(model, samples, chunk)
+                .with_context(|| format!("embedding {}", clip.path.display()))?,
+        );
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(ClipEmbeddings { states: model.config.num_hidden_layers + 1, hidden: model.config.hidden_size, per_clip })
+    Ok(ClipEmbeddings {
+        states: model.config.num_hidden_layers + 1,
+        hidden: model.config.hidden_size,
+        per_clip,
+    })
 }
 
 fn print_report(r: &ProbeReport) {
@@ -88,11 +106,21 @@ fn print_report(r: &ProbeReport) {
         r.clips[2],
         r.seeds.len()
     );
-    println!("{:>8} {:>6} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}", "seed", "epochs", "best", "valid_auc", "test_auc", "test_ap", "micro_f1", "macro_f1");
+    println!(
+        "{:>8} {:>6} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "seed", "epochs", "best", "valid_auc", "test_auc", "test_ap", "micro_f1", "macro_f1"
+    );
     for s in &r.seeds {
         println!(
             "{:>8} {:>6} {:>5} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
-            s.seed, s.epochs_run, s.best_epoch, s.valid.roc_auc, s.test.roc_auc, s.test.average_precision, s.test.micro_f1, s.test.macro_f1
+            s.seed,
+            s.epochs_run,
+            s.best_epoch,
+            s.valid.roc_auc,
+            s.test.roc_auc,
+            s.test.average_precision,
+            s.test.micro_f1,
+            s.test.macro_f1
         );
     }
     let ms = |m: crate::eval::probe::MeanStd| format!("{:.4}±{:.4}", m.mean, m.std);
@@ -121,25 +149,43 @@ fn print_report(r: &ProbeReport) {
         }
         if !s.layer_weights.is_empty() {
             let w: Vec<String> = s.layer_weights.iter().map(|w| format!("{w:.3}")).collect();
-            println!("layer weights (seed {}, layers 1..): {}", s.seed, w.join(" "));
+            println!(
+                "layer weights (seed {}, layers 1..): {}",
+                s.seed,
+                w.join(" ")
+            );
         }
     }
 }
 
 fn model_key(dir: &Path) -> String {
-    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()).display().to_string()
+    std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string()
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.device.as_str() {
         "cpu" => {}
-        "cuda" | "emu" | "auto" => bail!("--device {}: probing runs on the CPU only; use --device cpu", args.device),
+        "cuda" | "emu" | "auto" => bail!(
+            "--device {}: probing runs on the CPU only; use --device cpu",
+            args.device
+        ),
         other => bail!("--device must be cpu, got {other:?}"),
     }
-    ensure!(args.chunk_seconds.is_finite() && args.chunk_seconds > 0.0, "--chunk-seconds must be positive, got {}", args.chunk_seconds);
-    let tags_path = args.tags.clone().unwrap_or_else(|| args.data.join("tags.csv"));
+    ensure!(
+        args.chunk_seconds.is_finite() && args.chunk_seconds > 0.0,
+        "--chunk-seconds must be positive, got {}",
+        args.chunk_seconds
+    );
+    let tags_path = args
+        .tags
+        .clone()
+        .unwrap_or_else(|| args.data.join("tags.csv"));
     let table = read_tag_table(&tags_path, &args.data)?;
-    let model = Mert::load(&args.model).with_context(|| format!("loading model {}", args.model.display()))?;
+    let model = Mert::load(&args.model)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
     let layer = parse_layer(&args.layer, model.config.num_hidden_layers)?;
     let chunk = (args.chunk_seconds * model.config.sample_rate as f64).round() as usize;
     let key = CacheKey {
@@ -162,8 +208,19 @@ pub fn run(args: Args) -> Result<()> {
             emb
         }
     };
-    let data = ProbeData { emb, labels: table.label_matrix(), splits: table.clips.iter().map(|c| c.split).collect(), tags: table.vocab.clone() };
-    let cfg = ProbeConfig { max_epochs: args.max_epochs, patience: args.patience, batch: args.batch_size, lr: args.lr, ..ProbeConfig::default() };
+    let data = ProbeData {
+        emb,
+        labels: table.label_matrix(),
+        splits: table.clips.iter().map(|c| c.split).collect(),
+        tags: table.vocab.clone(),
+    };
+    let cfg = ProbeConfig {
+        max_epochs: args.max_epochs,
+        patience: args.patience,
+        batch: args.batch_size,
+        lr: args.lr,
+        ..ProbeConfig::default()
+    };
     let report = run_probe(&data, layer, &cfg, args.seed, args.seeds)?;
     print_report(&report);
     if let Some(out) = &args.out {

@@ -2,7 +2,9 @@
 //! needs no trained weights, only a seed.
 //!
 //! Per clip: log-mel [T, n_mels] at 75 Hz (src/audio/mel.rs: frame t centred at sample 320t + 160,
-//! zero padding, HTK mel, log(mel + 1e-6)) -> per-clip standardisation of each mel bin over the clip's
+//! zero padding, HTK mel, log(mel + 1e-6)) -> clamp at the clip's maximum minus 80 dB (librosa's
+//! `top_db`; without it, window leakage 100 dB down in empty bands would be read as content and any
+//! inaudible noise would change the codes) -> per-clip standardisation of each mel bin over the clip's
 //! frames, `z = (x - mean_b) / sqrt(var_b + 1)` -> for each codebook k: `y = z P_k` with a fixed
 //! Xavier-normal matrix P_k [n_mels, dim] -> code = argmax_c <y, e_{k,c}> over C fixed unit vectors
 //! e_{k,c} (standard normal, normalised), first index on ties. The argmax of the dot product with unit
@@ -24,6 +26,9 @@ use super::teacher::Teacher;
 use crate::audio::mel::{LogMel, MelConfig};
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
+
+/// Dynamic range kept below the clip's loudest mel value: 80 dB = 8 ln 10 nats of power.
+pub const TOP_DB_NATS: f64 = 8.0 * std::f64::consts::LN_10;
 
 /// Added to each mel bin's per-clip variance (nats^2) before dividing by its square root.
 pub const VAR_FLOOR: f64 = 1.0;
@@ -63,7 +68,7 @@ impl RpConfig {
         format!(
             "rp-v1 seed={} codebooks={} codebook_size={} dim={} n_mels={} n_fft={} hop={} \
              sample_rate={} mel=htk f_max=sr/2 window=hann-periodic pad=zero centre=hop*t+hop/2 \
-             log=ln(x+1e-6) norm=per-clip-per-bin(var+1)",
+             log=ln(x+1e-6) top_db=80 norm=per-clip-per-bin(var+1)",
             self.seed,
             self.codebooks,
             self.codebook_size,
@@ -189,6 +194,13 @@ impl RandomProjectionTeacher {
         &self.codewords[k * n..(k + 1) * n]
     }
 
+    /// Raises every log-mel value to at least the clip's maximum minus `TOP_DB_NATS`.
+    pub fn clamp_dynamic_range(feats: &mut [f32]) {
+        let max = feats.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let floor = (max as f64 - TOP_DB_NATS) as f32;
+        feats.iter_mut().for_each(|x| *x = x.max(floor));
+    }
+
     /// Standardises each mel bin over the clip's frames in place ([frames, n_mels]):
     /// `(x - mean) / sqrt(var + VAR_FLOOR)`.
     pub fn standardise(feats: &mut [f32], n_mels: usize) {
@@ -266,6 +278,7 @@ impl Teacher for RandomProjectionTeacher {
         }
         let n_mels = self.cfg.n_mels;
         let (frames, mut feats) = self.mel.forward(samples);
+        Self::clamp_dynamic_range(&mut feats);
         Self::standardise(&mut feats, n_mels);
         let k_total = self.cfg.codebooks;
         // Frame-major work in parallel, then transposed to [codebooks, frames].

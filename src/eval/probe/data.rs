@@ -54,7 +54,12 @@ pub struct TagTable {
 impl TagTable {
     /// Multi-hot targets [clips, vocab] (0/1).
     pub fn label_matrix(&self) -> Vec<f32> {
-        let index: HashMap<&str, usize> = self.vocab.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = self
+            .vocab
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i))
+            .collect();
         let n = self.vocab.len();
         let mut y = vec![0.0f32; self.clips.len() * n];
         for (row, clip) in y.chunks_exact_mut(n).zip(&self.clips) {
@@ -96,14 +101,22 @@ fn split_record(line: &str, delim: char) -> Result<Vec<String>> {
             cur.push(c);
         }
     }
-    ensure!(!in_quotes, "unterminated quoted field (fields spanning lines are not supported)");
+    ensure!(
+        !in_quotes,
+        "unterminated quoted field (fields spanning lines are not supported)"
+    );
     fields.push(cur);
     Ok(fields)
 }
 
 /// Delimiter from the extension (.tsv/.tab = tab, .csv = comma), else from the header line.
 fn delimiter_for(path: &Path, header: &str) -> char {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("tsv") | Some("tab") => '\t',
         Some("csv") => ',',
         _ if header.contains('\t') => '\t',
@@ -113,9 +126,20 @@ fn delimiter_for(path: &Path, header: &str) -> char {
 
 /// Parses a tag table. `source` names it in errors; file paths resolve against `audio_dir`; with
 /// `check_files` every file must exist.
-pub fn parse_tag_table(text: &str, source: &str, delim: char, audio_dir: &Path, check_files: bool) -> Result<TagTable> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines.next().with_context(|| format!("{source}: empty tag table"))?;
+pub fn parse_tag_table(
+    text: &str,
+    source: &str,
+    delim: char,
+    audio_dir: &Path,
+    check_files: bool,
+) -> Result<TagTable> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) = lines
+        .next()
+        .with_context(|| format!("{source}: empty tag table"))?;
     let header = header.trim_start_matches('\u{feff}').trim_end_matches('\r');
     let names: Vec<String> = split_record(header, delim)
         .with_context(|| format!("{source} line 1 (header)"))?
@@ -145,28 +169,58 @@ pub fn parse_tag_table(text: &str, source: &str, delim: char, audio_dir: &Path, 
         let file = fields[c_file].trim().to_string();
         ensure!(!file.is_empty(), "{}: empty file name", at());
         let split_text = fields[c_split].trim();
-        let split = Split::parse(split_text)
-            .with_context(|| format!("{}: unknown split {split_text:?} (expected train, valid or test)", at()))?;
-        let tags: Vec<String> = fields[c_tags].split(';').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+        let split = Split::parse(split_text).with_context(|| {
+            format!(
+                "{}: unknown split {split_text:?} (expected train, valid or test)",
+                at()
+            )
+        })?;
+        let tags: Vec<String> = fields[c_tags]
+            .split(';')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
         let path = audio_dir.join(&file);
         if check_files {
-            ensure!(path.is_file(), "{}: audio file {} does not exist", at(), path.display());
+            ensure!(
+                path.is_file(),
+                "{}: audio file {} does not exist",
+                at(),
+                path.display()
+            );
         }
-        ensure!(seen.insert(file.clone()), "{}: file {file:?} is listed twice", at());
+        ensure!(
+            seen.insert(file.clone()),
+            "{}: file {file:?} is listed twice",
+            at()
+        );
         vocab.extend(tags.iter().cloned());
-        clips.push(Clip { file, path, split, tags });
+        clips.push(Clip {
+            file,
+            path,
+            split,
+            tags,
+        });
     }
     ensure!(!clips.is_empty(), "{source}: no data rows");
     ensure!(!vocab.is_empty(), "{source}: no tags in any row");
     for s in [Split::Train, Split::Valid, Split::Test] {
-        ensure!(clips.iter().any(|c| c.split == s), "{source}: no clip in split {}", s.name());
+        ensure!(
+            clips.iter().any(|c| c.split == s),
+            "{source}: no clip in split {}",
+            s.name()
+        );
     }
-    Ok(TagTable { clips, vocab: vocab.into_iter().collect() })
+    Ok(TagTable {
+        clips,
+        vocab: vocab.into_iter().collect(),
+    })
 }
 
 /// Reads a CSV/TSV tag table from disk (see `parse_tag_table`).
 pub fn read_tag_table(path: &Path, audio_dir: &Path) -> Result<TagTable> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading tag table {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading tag table {}", path.display()))?;
     let delim = delimiter_for(path, text.lines().next().unwrap_or(""));
     parse_tag_table(&text, &path.display().to_string(), delim, audio_dir, true)
 }
@@ -189,8 +243,15 @@ impl ClipEmbeddings {
 /// too short for one frame is dropped), each run through the model and mean-pooled over time.
 pub fn embed_clip(model: &Mert, mut samples: Vec<f32>, chunk: usize) -> Result<Vec<f32>> {
     let min = model.config.min_samples();
-    ensure!(samples.len() >= min, "{} samples, fewer than the {min} the model needs for one frame", samples.len());
-    ensure!(chunk >= min, "chunk of {chunk} samples is shorter than the {min} needed for one frame");
+    ensure!(
+        samples.len() >= min,
+        "{} samples, fewer than the {min} the model needs for one frame",
+        samples.len()
+    );
+    ensure!(
+        chunk >= min,
+        "chunk of {chunk} samples is shorter than the {min} needed for one frame"
+    );
     zero_mean_unit_var(&mut samples);
     let states: Vec<usize> = (0..=model.config.num_hidden_layers).collect();
     let mut out = Vec::new();
@@ -212,7 +273,10 @@ pub struct CacheKey {
 impl CacheKey {
     fn metadata(&self) -> HashMap<String, String> {
         HashMap::from([
-            ("format".into(), "culturemert-raw probe embeddings v1".into()),
+            (
+                "format".into(),
+                "culturemert-raw probe embeddings v1".into(),
+            ),
             ("model".into(), self.model.clone()),
             ("chunk_samples".into(), self.chunk_samples.to_string()),
             ("states".into(), self.states.to_string()),
@@ -223,12 +287,25 @@ impl CacheKey {
 }
 
 /// Writes the embeddings, one [chunks, states, hidden] tensor per clip named by its `file` column.
-pub fn save_cache(path: &Path, table: &TagTable, emb: &ClipEmbeddings, key: &CacheKey) -> Result<()> {
+pub fn save_cache(
+    path: &Path,
+    table: &TagTable,
+    emb: &ClipEmbeddings,
+    key: &CacheKey,
+) -> Result<()> {
     let tensors: Vec<(String, Tensor)> = table
         .clips
         .iter()
         .enumerate()
-        .map(|(i, c)| (c.file.clone(), Tensor::from_f32(&[emb.chunks(i), emb.states, emb.hidden], emb.per_clip[i].clone())))
+        .map(|(i, c)| {
+            (
+                c.file.clone(),
+                Tensor::from_f32(
+                    &[emb.chunks(i), emb.states, emb.hidden],
+                    emb.per_clip[i].clone(),
+                ),
+            )
+        })
         .collect();
     write_safetensors(path, &tensors, Some(key.metadata()))
         .with_context(|| format!("writing embedding cache {}", path.display()))
@@ -237,7 +314,8 @@ pub fn save_cache(path: &Path, table: &TagTable, emb: &ClipEmbeddings, key: &Cac
 /// Reads a cache written by `save_cache`; errors (suggesting deletion) if it was made differently or
 /// lacks a clip.
 pub fn load_cache(path: &Path, table: &TagTable, key: &CacheKey) -> Result<ClipEmbeddings> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading embedding cache {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading embedding cache {}", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
     let stored = meta.metadata().clone().unwrap_or_default();
@@ -253,9 +331,19 @@ pub fn load_cache(path: &Path, table: &TagTable, key: &CacheKey) -> Result<ClipE
     let mut per_clip = Vec::with_capacity(table.clips.len());
     for c in &table.clips {
         let (shape, data) = raw.remove(&c.file).with_context(|| {
-            format!("embedding cache {} has no entry for {:?}; delete the file to recompute", path.display(), c.file)
+            format!(
+                "embedding cache {} has no entry for {:?}; delete the file to recompute",
+                path.display(),
+                c.file
+            )
         })?;
-        let CpuData::F32(v) = data else { bail!("embedding cache {}: {:?} is not f32", path.display(), c.file) };
+        let CpuData::F32(v) = data else {
+            bail!(
+                "embedding cache {}: {:?} is not f32",
+                path.display(),
+                c.file
+            )
+        };
         ensure!(
             shape.len() == 3 && shape[0] > 0 && shape[1] == key.states && shape[2] == key.hidden,
             "embedding cache {}: {:?} has shape {shape:?}, expected [chunks, {}, {}]",
@@ -266,5 +354,9 @@ pub fn load_cache(path: &Path, table: &TagTable, key: &CacheKey) -> Result<ClipE
         );
         per_clip.push(v);
     }
-    Ok(ClipEmbeddings { states: key.states, hidden: key.hidden, per_clip })
+    Ok(ClipEmbeddings {
+        states: key.states,
+        hidden: key.hidden,
+        per_clip,
+    })
 }

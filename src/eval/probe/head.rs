@@ -91,7 +91,10 @@ impl HeadGrads {
 impl ProbeHead {
     /// Seeded init: aggregator ~ N(0, 1) (MARBLE's `randn`), linears as PyTorch's default.
     pub fn init(shape: HeadShape, weighted: bool, rng: &mut InitRng) -> Self {
-        assert!(weighted || shape.states == 1, "an unweighted head takes one state");
+        assert!(
+            weighted || shape.states == 1,
+            "an unweighted head takes one state"
+        );
         let aggregator = weighted.then(|| (0..shape.states).map(|_| rng.normal() as f32).collect());
         let (h, u, t) = (shape.hidden, shape.units, shape.tags);
         ProbeHead {
@@ -130,7 +133,10 @@ impl ProbeHead {
         let weights = self.layer_weights();
         let pooled = if self.aggregator.is_some() {
             let mut p = vec![0.0f32; batch * hidden];
-            for (dst, sample) in p.chunks_exact_mut(hidden).zip(x.chunks_exact(states * hidden)) {
+            for (dst, sample) in p
+                .chunks_exact_mut(hidden)
+                .zip(x.chunks_exact(states * hidden))
+            {
                 for (w, state) in weights.iter().zip(sample.chunks_exact(hidden)) {
                     for (d, &v) in dst.iter_mut().zip(state) {
                         *d += w * v;
@@ -142,7 +148,15 @@ impl ProbeHead {
             x.to_vec()
         };
         let mut pre_relu = vec![0.0f32; batch * units];
-        linear_forward(&mut pre_relu, &pooled, &self.w1, Some(&self.b1), batch, hidden, units);
+        linear_forward(
+            &mut pre_relu,
+            &pooled,
+            &self.w1,
+            Some(&self.b1),
+            batch,
+            hidden,
+            units,
+        );
         let relu: Vec<f32> = pre_relu.iter().map(|&v| v.max(0.0)).collect();
         let act = match dropout {
             Some((p, seed)) if p > 0.0 => {
@@ -153,7 +167,15 @@ impl ProbeHead {
             _ => relu,
         };
         let mut logits = vec![0.0f32; batch * tags];
-        linear_forward(&mut logits, &act, &self.w2, Some(&self.b2), batch, units, tags);
+        linear_forward(
+            &mut logits,
+            &act,
+            &self.w2,
+            Some(&self.b2),
+            batch,
+            units,
+            tags,
+        );
         HeadCache {
             batch,
             weights,
@@ -215,12 +237,23 @@ impl ProbeHead {
         if want_dx {
             // d pooled / d w_s = x_s; softmax backward: da_s = w_s (g_s - sum_t w_t g_t).
             let mut g = vec![0.0f64; states];
-            for (dp, sample) in dpooled.chunks_exact(hidden).zip(x.chunks_exact(states * hidden)) {
+            for (dp, sample) in dpooled
+                .chunks_exact(hidden)
+                .zip(x.chunks_exact(states * hidden))
+            {
                 for (gs, state) in g.iter_mut().zip(sample.chunks_exact(hidden)) {
-                    *gs += dp.iter().zip(state).map(|(&a, &v)| a as f64 * v as f64).sum::<f64>();
+                    *gs += dp
+                        .iter()
+                        .zip(state)
+                        .map(|(&a, &v)| a as f64 * v as f64)
+                        .sum::<f64>();
                 }
             }
-            let mean: f64 = g.iter().zip(&cache.weights).map(|(&gs, &w)| gs * w as f64).sum();
+            let mean: f64 = g
+                .iter()
+                .zip(&cache.weights)
+                .map(|(&gs, &w)| gs * w as f64)
+                .sum();
             for ((da, &gs), &w) in grads.aggregator.iter_mut().zip(&g).zip(&cache.weights) {
                 *da += (w as f64 * (gs - mean)) as f32;
             }

@@ -51,7 +51,16 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        ProbeConfig { units: 512, dropout: 0.2, lr: 1e-3, batch: 64, max_epochs: 100, patience: 10, lr_factor: 0.5, lr_patience: 3 }
+        ProbeConfig {
+            units: 512,
+            dropout: 0.2,
+            lr: 1e-3,
+            batch: 64,
+            max_epochs: 100,
+            patience: 10,
+            lr_factor: 0.5,
+            lr_patience: 3,
+        }
     }
 }
 
@@ -103,7 +112,11 @@ impl MeanStd {
     pub fn of(v: &[f64]) -> Self {
         let n = v.len() as f64;
         let mean = v.iter().sum::<f64>() / n;
-        let std = if v.len() > 1 { (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { 0.0 };
+        let std = if v.len() > 1 {
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
         MeanStd { mean, std }
     }
 }
@@ -139,11 +152,16 @@ fn states_used(layer: LayerChoice, states: usize) -> std::ops::Range<usize> {
 fn chunk_set(data: &ProbeData, split: Split, layer: LayerChoice) -> ChunkSet {
     let (s, h) = (data.emb.states, data.emb.hidden);
     let range = states_used(layer, s);
-    let mut set = ChunkSet { x: Vec::new(), clip_of: Vec::new(), clips: Vec::new() };
+    let mut set = ChunkSet {
+        x: Vec::new(),
+        clip_of: Vec::new(),
+        clips: Vec::new(),
+    };
     for c in (0..data.splits.len()).filter(|&c| data.splits[c] == split) {
         set.clips.push(c);
         for chunk in data.emb.per_clip[c].chunks_exact(s * h) {
-            set.x.extend_from_slice(&chunk[range.start * h..range.end * h]);
+            set.x
+                .extend_from_slice(&chunk[range.start * h..range.end * h]);
             set.clip_of.push(c);
         }
     }
@@ -153,7 +171,8 @@ fn chunk_set(data: &ProbeData, split: Split, layer: LayerChoice) -> ChunkSet {
 /// Clip probabilities [set.clips, tags]: mean of the chunk sigmoids (eval mode, no dropout).
 fn predict(head: &ProbeHead, set: &ChunkSet, n_tags: usize) -> Vec<f64> {
     let per = head.shape.states * head.shape.hidden;
-    let row_of: std::collections::HashMap<usize, usize> = set.clips.iter().enumerate().map(|(r, &c)| (c, r)).collect();
+    let row_of: std::collections::HashMap<usize, usize> =
+        set.clips.iter().enumerate().map(|(r, &c)| (c, r)).collect();
     let mut sum = vec![0.0f64; set.clips.len() * n_tags];
     let mut count = vec![0usize; set.clips.len()];
     for (k, xs) in set.x.chunks(256 * per).enumerate() {
@@ -176,10 +195,16 @@ fn predict(head: &ProbeHead, set: &ChunkSet, n_tags: usize) -> Vec<f64> {
 fn score(head: &ProbeHead, set: &ChunkSet, data: &ProbeData, split: Split) -> Result<SplitScores> {
     let n_tags = data.tags.len();
     let probs = predict(head, set, n_tags);
-    let targets: Vec<f32> = set.clips.iter().flat_map(|&c| data.labels[c * n_tags..(c + 1) * n_tags].iter().copied()).collect();
+    let targets: Vec<f32> = set
+        .clips
+        .iter()
+        .flat_map(|&c| data.labels[c * n_tags..(c + 1) * n_tags].iter().copied())
+        .collect();
     let name = split.name();
-    let auc = macro_roc_auc(&probs, &targets, n_tags, Undefined::Skip).with_context(|| format!("{name} ROC-AUC"))?;
-    let ap = macro_average_precision(&probs, &targets, n_tags, Undefined::Skip).with_context(|| format!("{name} AP"))?;
+    let auc = macro_roc_auc(&probs, &targets, n_tags, Undefined::Skip)
+        .with_context(|| format!("{name} ROC-AUC"))?;
+    let ap = macro_average_precision(&probs, &targets, n_tags, Undefined::Skip)
+        .with_context(|| format!("{name} AP"))?;
     let f1 = f1_scores(&probs, &targets, n_tags, 0.5)?;
     let names = |idx: &[usize]| idx.iter().map(|&i| data.tags[i].clone()).collect();
     Ok(SplitScores {
@@ -196,30 +221,66 @@ fn score(head: &ProbeHead, set: &ChunkSet, data: &ProbeData, split: Split) -> Re
 
 fn check_data(data: &ProbeData, layer: LayerChoice) -> Result<()> {
     let (s, h, n) = (data.emb.states, data.emb.hidden, data.splits.len());
-    ensure!(s >= 2 && h > 0, "embeddings need at least 2 hidden states and a hidden size");
-    ensure!(data.emb.per_clip.len() == n && data.labels.len() == n * data.tags.len(), "probe data: clip counts disagree");
-    ensure!(data.emb.per_clip.iter().all(|v| !v.is_empty() && v.len() % (s * h) == 0), "probe data: a clip has no chunk");
+    ensure!(
+        s >= 2 && h > 0,
+        "embeddings need at least 2 hidden states and a hidden size"
+    );
+    ensure!(
+        data.emb.per_clip.len() == n && data.labels.len() == n * data.tags.len(),
+        "probe data: clip counts disagree"
+    );
+    ensure!(
+        data.emb
+            .per_clip
+            .iter()
+            .all(|v| !v.is_empty() && v.len() % (s * h) == 0),
+        "probe data: a clip has no chunk"
+    );
     if let LayerChoice::Single(l) = layer {
-        ensure!(l < s, "--layer {l} does not exist (hidden states 0..={})", s - 1);
+        ensure!(
+            l < s,
+            "--layer {l} does not exist (hidden states 0..={})",
+            s - 1
+        );
     }
     Ok(())
 }
 
 /// Trains one head with `seed` and scores its best-validation checkpoint on test.
-pub fn run_seed(data: &ProbeData, layer: LayerChoice, cfg: &ProbeConfig, seed: u64) -> Result<SeedResult> {
+pub fn run_seed(
+    data: &ProbeData,
+    layer: LayerChoice,
+    cfg: &ProbeConfig,
+    seed: u64,
+) -> Result<SeedResult> {
     check_data(data, layer)?;
-    ensure!(cfg.batch > 0 && cfg.max_epochs > 0, "batch size and epochs must be positive");
+    ensure!(
+        cfg.batch > 0 && cfg.max_epochs > 0,
+        "batch size and epochs must be positive"
+    );
     let n_tags = data.tags.len();
     let train = chunk_set(data, Split::Train, layer);
     let valid = chunk_set(data, Split::Valid, layer);
     let test = chunk_set(data, Split::Test, layer);
-    ensure!(!train.clip_of.is_empty() && !valid.clips.is_empty() && !test.clips.is_empty(), "train, valid and test need clips");
+    ensure!(
+        !train.clip_of.is_empty() && !valid.clips.is_empty() && !test.clips.is_empty(),
+        "train, valid and test need clips"
+    );
     let states = states_used(layer, data.emb.states).len();
-    let shape = HeadShape { states, hidden: data.emb.hidden, units: cfg.units, tags: n_tags };
+    let shape = HeadShape {
+        states,
+        hidden: data.emb.hidden,
+        units: cfg.units,
+        tags: n_tags,
+    };
     let per = states * shape.hidden;
     let mut rng = InitRng::new(seed);
     let mut head = ProbeHead::init(shape, layer == LayerChoice::All, &mut rng);
-    let sizes: Vec<usize> = HeadGrads::zeros_like(&head).slices().iter().map(|s| s.len()).collect();
+    let sizes: Vec<usize> = HeadGrads::zeros_like(&head)
+        .slices()
+        .iter()
+        .map(|s| s.len())
+        .collect();
     let mut adam = Adam::new(&sizes, cfg.lr);
     let mut plateau = ReduceOnPlateau::new(cfg.lr_factor, cfg.lr_patience);
     let mut stopper = EarlyStopping::new(cfg.patience);
@@ -268,12 +329,23 @@ pub fn run_seed(data: &ProbeData, layer: LayerChoice, cfg: &ProbeConfig, seed: u
 }
 
 /// `n_seeds` runs with seeds `first_seed..`, and the mean and standard deviation of the test scores.
-pub fn run_probe(data: &ProbeData, layer: LayerChoice, cfg: &ProbeConfig, first_seed: u64, n_seeds: usize) -> Result<ProbeReport> {
+pub fn run_probe(
+    data: &ProbeData,
+    layer: LayerChoice,
+    cfg: &ProbeConfig,
+    first_seed: u64,
+    n_seeds: usize,
+) -> Result<ProbeReport> {
     ensure!(n_seeds > 0, "--seeds must be at least 1");
     let seeds: Vec<SeedResult> = (0..n_seeds as u64)
-        .map(|k| run_seed(data, layer, cfg, first_seed + k).with_context(|| format!("seed {}", first_seed + k)))
+        .map(|k| {
+            run_seed(data, layer, cfg, first_seed + k)
+                .with_context(|| format!("seed {}", first_seed + k))
+        })
         .collect::<Result<_>>()?;
-    let stat = |f: fn(&SplitScores) -> f64| MeanStd::of(&seeds.iter().map(|s| f(&s.test)).collect::<Vec<_>>());
+    let stat = |f: fn(&SplitScores) -> f64| {
+        MeanStd::of(&seeds.iter().map(|s| f(&s.test)).collect::<Vec<_>>())
+    };
     let count = |s: Split| data.splits.iter().filter(|&&x| x == s).count();
     Ok(ProbeReport {
         layer: layer.describe(),
@@ -287,4 +359,3 @@ pub fn run_probe(data: &ProbeData, layer: LayerChoice, cfg: &ProbeConfig, first_
         seeds,
     })
 }
-#[path = "../../cli/probe.rs"] pub mod cli_probe_tmpcheck;
