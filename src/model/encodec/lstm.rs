@@ -4,7 +4,7 @@
 //! Per layer the input projections of all steps are one GEMM, xs [T, in] · W_ihᵀ -> [T, 4H]; only
 //! W_hh · h stays sequential (a matrix-vector product per step, split over threads by gate rows).
 
-use crate::ops::gemm::sgemm;
+use crate::ops::gemm::{num_threads, sgemm, sgemm_strided, MatRef};
 use rayon::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -24,8 +24,8 @@ pub struct Lstm {
     pub layers: Vec<LstmLayer>,
 }
 
-/// Rows of W_hh per parallel task: big enough that a task outweighs its scheduling cost.
-const ROWS_PER_TASK: usize = 128;
+/// Fewest W_hh rows per parallel task: below that a task costs less than its scheduling.
+const ROWS_MIN: usize = 64;
 
 impl LstmLayer {
     /// xs [T, input] -> hidden states [T, H].
@@ -47,18 +47,31 @@ impl LstmLayer {
         let mut h = vec![0.0f32; h_n];
         let mut c = vec![0.0f32; h_n];
         let mut gates = vec![0.0f32; g_n];
+        // W_hh · h per step: one contiguous block of gate rows per thread (the gemm crate's
+        // vectorised kernels; a single-threaded call inside each task).
+        let rows_per_task = g_n.div_ceil(num_threads().max(1)).max(ROWS_MIN);
         for t in 0..steps {
             let pre = &gates_in[t * g_n..(t + 1) * g_n];
+            for ((g, &p), &b) in gates.iter_mut().zip(pre).zip(&self.bias) {
+                *g = p + b;
+            }
             let hp = &h;
             gates
-                .par_chunks_mut(ROWS_PER_TASK)
-                .zip(self.w_hh.par_chunks(ROWS_PER_TASK * h_n))
-                .enumerate()
-                .for_each(|(task, (gs, w))| {
-                    let r0 = task * ROWS_PER_TASK;
-                    for (i, (g, wr)) in gs.iter_mut().zip(w.chunks_exact(h_n)).enumerate() {
-                        *g = pre[r0 + i] + self.bias[r0 + i] + dot(wr, hp);
-                    }
+                .par_chunks_mut(rows_per_task)
+                .zip(self.w_hh.par_chunks(rows_per_task * h_n))
+                .for_each(|(gs, w)| {
+                    let rows = gs.len();
+                    let a = MatRef {
+                        data: w,
+                        row_stride: h_n,
+                        col_stride: 1,
+                    };
+                    let b = MatRef {
+                        data: hp,
+                        row_stride: 1,
+                        col_stride: 1,
+                    };
+                    sgemm_strided(rows, 1, h_n, 1.0, a, b, gs, 1, 1, true, false);
                 });
             let (gi, rest) = gates.split_at(h_n);
             let (gf, rest) = rest.split_at(h_n);
@@ -91,21 +104,6 @@ impl Lstm {
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
-}
-
-/// Dot product with 8 independent partial sums (vectorisable; the order differs from a serial sum
-/// only by rounding).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// [rows, cols] -> [cols, rows]
