@@ -127,7 +127,7 @@ fn head_gradients_match_finite_differences() {
     let analytic: Vec<Vec<f32>> = grads.slices().iter().map(|s| s.to_vec()).collect();
     let mut worst = 0.0f64;
     for (pi, g) in analytic.iter().enumerate() {
-        for k in 0..g.len() {
+        for (k, &gk) in g.iter().enumerate() {
             let orig = head.params_mut()[pi][k];
             head.params_mut()[pi][k] = orig + eps;
             let plus = reference_loss(&head, &x, &y, batch, drop).0;
@@ -137,7 +137,7 @@ fn head_gradients_match_finite_differences() {
             // The perturbed f32 parameter values are exactly orig +- eps' (eps' the rounded step).
             let step = ((orig + eps) as f64 - (orig - eps) as f64) / 2.0;
             let fd = (plus - minus) / (2.0 * step);
-            worst = worst.max((fd - g[k] as f64).abs());
+            worst = worst.max((fd - gk as f64).abs());
         }
     }
     // Gradients are O(1e-2..1e-1); the f32 analytic gradients carry ~1e-7 relative rounding, the f64
@@ -236,8 +236,9 @@ fn synthetic(n: [usize; 3], tags: usize, signal_state: Option<usize>, seed: u64)
                 for s in 0..states {
                     for k in 0..hidden {
                         let mut v = rng.normal() as f32 * 0.5;
-                        if Some(s) == signal_state && k < tags {
-                            v += 2.0 * y[k] - 1.0;
+                        match y.get(k) {
+                            Some(&yk) if Some(s) == signal_state => v += 2.0 * yk - 1.0,
+                            _ => {}
                         }
                         emb.push(v);
                     }

@@ -32,7 +32,13 @@ fn size_class(bytes: usize) -> usize {
 impl DriverPool {
     fn take(&self, bytes: usize) -> Result<(u64, usize)> {
         let class = size_class(bytes);
-        if let Some(p) = self.free.lock().unwrap().get_mut(&class).and_then(|v| v.pop()) {
+        if let Some(p) = self
+            .free
+            .lock()
+            .unwrap()
+            .get_mut(&class)
+            .and_then(|v| v.pop())
+        {
             return Ok((p, class));
         }
         self.ctx.bind_to_thread().map_err(|e| anyhow!("{e:?}"))?;
@@ -50,7 +56,12 @@ impl DriverPool {
     }
 
     pub(crate) fn give(&self, dptr: u64, class: usize) {
-        self.free.lock().unwrap().entry(class).or_default().push(dptr);
+        self.free
+            .lock()
+            .unwrap()
+            .entry(class)
+            .or_default()
+            .push(dptr);
     }
 
     /// Frees every cached block (after the device is idle).
@@ -95,7 +106,10 @@ impl DriverRuntime {
         let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
         let stream = ctx.default_stream();
         Ok(DriverRuntime {
-            pool: Arc::new(DriverPool { ctx: ctx.clone(), free: Mutex::default() }),
+            pool: Arc::new(DriverPool {
+                ctx: ctx.clone(),
+                free: Mutex::default(),
+            }),
             ctx,
             stream,
             arch: (major * 10 + minor) as u32,
@@ -201,12 +215,18 @@ impl DriverRuntime {
     pub fn alloc<T: bytemuck::Pod>(&self, len: usize, zero: bool) -> Result<DeviceBuffer<T>> {
         let bytes = (len * std::mem::size_of::<T>()).max(1);
         let (dptr, class) = self.pool.take(bytes)?;
-        let alloc = Allocation::Driver { dptr, class, pool: self.pool.clone() };
+        let alloc = Allocation::Driver {
+            dptr,
+            class,
+            pool: self.pool.clone(),
+        };
         if zero {
             // Stream-ordered, like the kernels that will use the memory.
             // SAFETY: dptr is valid for `bytes` bytes.
-            unsafe { cudarc::driver::result::memset_d8_async(dptr, 0, bytes, self.stream.cu_stream()) }
-                .map_err(|e| anyhow!("cuMemsetD8Async: {e:?}"))?;
+            unsafe {
+                cudarc::driver::result::memset_d8_async(dptr, 0, bytes, self.stream.cu_stream())
+            }
+            .map_err(|e| anyhow!("cuMemsetD8Async: {e:?}"))?;
         }
         Ok(DeviceBuffer::from_allocation(alloc, len))
     }

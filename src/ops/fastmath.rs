@@ -31,7 +31,7 @@ const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 #[inline(always)]
 pub fn exp_f64(y: f64) -> f64 {
     const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
-    let y = y.max(-708.0).min(709.0);
+    let y = y.clamp(-708.0, 709.0);
     let k = y * std::f64::consts::LOG2_E + MAGIC;
     let n = k - MAGIC;
     let r = (y - n * LN2_HI) - n * LN2_LO;
@@ -48,7 +48,7 @@ pub fn exp_f32(y: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
     const HI: f32 = 0.693_359_4; // 0.693359375: 9 significant bits, n·HI exact
     const LO: f32 = (std::f64::consts::LN_2 - 0.693_359_375) as f32;
-    let y = y.max(-87.0).min(88.0);
+    let y = y.clamp(-87.0, 88.0);
     let k = y * std::f32::consts::LOG2_E + MAGIC;
     let n = k - MAGIC;
     let r = (y - n * HI) - n * LO;

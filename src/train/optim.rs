@@ -256,7 +256,7 @@ fn adamw_update(w: &mut [f32], grad: &[f32], st: &mut AdamState, group: &ParamGr
     let neg_step_size = (-(lr / (1.0 - b1.powf(t)))) as f32;
     let bc2_sqrt = (1.0 - b2.powf(t)).sqrt() as f32;
     let eps = group.eps as f32;
-    let apply_decay = false;
+    let apply_decay = group.weight_decay != 0.0;
     let moments = st.exp_avg.iter_mut().zip(st.exp_avg_sq.iter_mut());
     for ((w, &g), (m, v)) in w.iter_mut().zip(grad).zip(moments) {
         if apply_decay {

@@ -267,7 +267,11 @@ impl EncodecTeacher {
                     x = l.forward(&x, ch, len);
                 }
             }
-            eprintln!("PROFILE {:?} ch {ch} len {len}: {:.2?}", std::mem::discriminant(stage), t0.elapsed()); // PROFILE
+            eprintln!(
+                "PROFILE {:?} ch {ch} len {len}: {:.2?}",
+                std::mem::discriminant(stage),
+                t0.elapsed()
+            ); // PROFILE
         }
         debug_assert_eq!(len, self.frames(samples.len()));
         Ok((x, pre_lstm))

@@ -97,17 +97,20 @@ pub fn causal_reflect_pad(
     let mut out = vec![0.0f32; channels * out_len];
     for (row, src) in out.chunks_exact_mut(out_len).zip(x.chunks_exact(len)) {
         let at = |j: usize| if j < len { src[j] } else { 0.0 };
-        for (i, o) in row.iter_mut().enumerate() {
-            // position in the extended row; reflect about its first and last sample
+        // position i-left in the extended row, reflected about its first and last sample
+        let reflect = |i: usize| {
             let j = i as isize - left as isize;
-            let j = if j < 0 {
-                (-j) as usize
+            if j < 0 {
+                at((-j) as usize)
             } else if j as usize >= elen {
-                2 * (elen - 1) - j as usize
+                at(2 * (elen - 1) - j as usize)
             } else {
-                j as usize
-            };
-            *o = at(j);
+                at(j as usize)
+            }
+        };
+        row[left..left + len].copy_from_slice(src);
+        for i in (0..left).chain(left + len..out_len) {
+            row[i] = reflect(i);
         }
     }
     (out, out_len)
