@@ -270,3 +270,85 @@ fn out_of_bounds_shared_reads_are_reported_by_asan() {
         );
     }
 }
+
+#[test]
+fn half_and_bfloat16_conversions_round_to_nearest_even() {
+    // Independent truth: the `half` crate (IEEE round-to-nearest-even). Edge values: ties, the
+    // largest finite f16, overflow to inf, f16 subnormals and underflow, NaN, signed zero.
+    let mut x: Vec<f32> = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.5,
+        65504.0,
+        65519.0,
+        65520.0,
+        1e6,
+        -1e6,
+        6.1e-5,
+        5.96e-8,
+        2.9e-8,
+        3.0e-8,
+        1e-10,
+        1.0009765625,
+        1.00048828125,
+        1.00146484375,
+        3.14159265,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MIN_POSITIVE,
+        1.00390625,
+        1.01171875,
+        3.0e38,
+    ];
+    let mut s = 12345u32;
+    for _ in 0..2000 {
+        s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+        x.push(f32::from_bits(s & 0x7fff_ffff | (s & 1) << 31)); // random bit patterns (incl. NaN)
+    }
+    let n = x.len();
+    let d = dev(Schedule::Forward);
+    let gx = d.htod(&x).unwrap();
+    let mut bits = d.alloc::<u16>(2 * n).unwrap();
+    let mut back = d.alloc::<f32>(2 * n).unwrap();
+    let cfg = LaunchConfig::for_elements(n, 128, 1024);
+    let args = KernelArgs::new()
+        .buf_mut(&mut bits)
+        .buf_mut(&mut back)
+        .buf(&gx)
+        .i32(n as i32);
+    d.launch(&k::PROBE_HALF_CONVERSIONS, cfg, args).unwrap();
+    let (bits, back) = (d.dtoh(&bits).unwrap(), d.dtoh(&back).unwrap());
+    for (i, &v) in x.iter().enumerate() {
+        let (h, b) = (half::f16::from_f32(v), half::bf16::from_f32(v));
+        if v.is_nan() {
+            assert!(
+                back[2 * i].is_nan() && back[2 * i + 1].is_nan(),
+                "NaN {v:?} must stay NaN"
+            );
+            continue;
+        }
+        assert_eq!(
+            bits[2 * i],
+            h.to_bits(),
+            "f16 of {v:e} ({:#x})",
+            v.to_bits()
+        );
+        assert_eq!(
+            bits[2 * i + 1],
+            b.to_bits(),
+            "bf16 of {v:e} ({:#x})",
+            v.to_bits()
+        );
+        assert_eq!(
+            back[2 * i].to_bits(),
+            h.to_f32().to_bits(),
+            "f16 -> f32 of {v:e}"
+        );
+        assert_eq!(
+            back[2 * i + 1].to_bits(),
+            b.to_f32().to_bits(),
+            "bf16 -> f32 of {v:e}"
+        );
+    }
+}

@@ -365,3 +365,29 @@ fn full_size_matches_transformers() {
     eprintln!("30 s track: {} codes in {:.2?}", codes.len(), t0.elapsed());
     assert_eq!(codes.len(), 8 * 2250);
 }
+
+#[test]
+#[ignore]
+fn tmp_lstm_bench() {
+    use culturemert_raw::model::encodec::lstm::{Lstm, LstmLayer};
+    let h = 512;
+    let mk = |n: usize, s: u64| -> Vec<f32> { (0..n as u64).map(|i| (((i * 2654435761 + s) % 1000) as f32 / 1000.0 - 0.5) * 0.05).collect() };
+    let layer = |s| LstmLayer { w_ih: mk(4 * h * h, s), w_hh: mk(4 * h * h, s + 1), bias: mk(4 * h, s + 2), input_size: h, hidden: h };
+    let l = Lstm { layers: vec![layer(1), layer(5)] };
+    let x = mk(h * 2250, 9);
+    for _ in 0..3 {
+        for serial in [false, true] {
+            if serial { std::env::set_var("EQ_SERIAL", "1") } else { std::env::remove_var("EQ_SERIAL") }
+            let t0 = Instant::now();
+            let c0 = cpu();
+            let y = l.forward(&x, h, 2250);
+            eprintln!("serial={serial}: {:.2?} cpu {:.2}s {}", t0.elapsed(), cpu() - c0, y[100]);
+        }
+    }
+}
+
+fn cpu() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}

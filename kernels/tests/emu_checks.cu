@@ -101,3 +101,17 @@ extern "C" __global__ void broken_oob_static_shared(float* out, const float* in,
   if (i < n) out[i] = tile[threadIdx.x] + tile[threadIdx.x + 1];
 }
 EMU_EXPORT(broken_oob_static_shared)
+
+// Probe: __half / __nv_bfloat16 round trips. bits[2i] = f16 bits, bits[2i+1] = bf16 bits of x[i];
+// back[2i], back[2i+1] = the values converted back to float.
+extern "C" __global__ void probe_half_conversions(unsigned short* bits, float* back, const float* x, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const __half h = __float2half(x[i]);
+  const __nv_bfloat16 b = __float2bfloat16(x[i]);
+  bits[2 * i] = h.x;
+  bits[2 * i + 1] = b.x;
+  back[2 * i] = __half2float(h);
+  back[2 * i + 1] = __bfloat162float(b);
+}
+EMU_EXPORT(probe_half_conversions)

@@ -208,7 +208,7 @@ pub fn run(args: Args) -> Result<()> {
         for s in &cfg.stages {
             let stage: Vec<f64> = rows.iter().filter(|r| r["stage"] == s.name.as_str()).filter_map(|r| r["loss"].as_f64()).collect();
             if let (Some(first), Some(last)) = (stage.first(), stage.last()) {
-                let n = stage.len().min(5);
+                let n = stage.len().min(10);
                 let head: f64 = stage[..n].iter().sum::<f64>() / n as f64;
                 let tail: f64 = stage[stage.len() - n..].iter().sum::<f64>() / n as f64;
                 eprintln!("{:18} loss {first:.4} -> {last:.4} (mean of first/last {n}: {head:.4} -> {tail:.4})", s.name);

@@ -297,7 +297,7 @@ pub struct Note {
 pub fn render_note(buf: &mut [f32], sr: f32, note: &Note, bank: &mut Bank, noise: &mut u32) {
     let sp = spec(note.timbre);
     // A note may start before the clip (a drone already ringing): its first `skip` samples are
-    // computed (for phase and envelope) but not written.
+    // not rendered.
     let start_i = (note.start * sr).round() as i64;
     if start_i >= buf.len() as i64 || note.freq <= 0.0 {
         return;
@@ -334,9 +334,12 @@ pub fn render_note(buf: &mut [f32], sr: f32, note: &Note, bank: &mut Bank, noise
     let mut breath_band = Svf::new((3.0 * note.freq).min(2500.0), 1.2, sr);
     let mut breath_low = Svf::new(2500.0, 0.7, sr);
     let mut breath_low2 = Svf::new(2500.0, 0.7, sr);
-    let (mut decay, mut w_bright, mut phase) = (1f32, 1f32, 0f64);
+    // Samples before the clip are skipped with the envelopes advanced in closed form.
+    let mut decay = decay_step.powf(skip as f32);
+    let mut w_bright = bright_step.powf(skip as f32);
+    let mut phase = 0f64;
     let out = &mut buf[start..start + len - skip];
-    let mut k0 = 0;
+    let mut k0 = skip;
     while k0 < len {
         let k1 = (k0 + CONTROL_BLOCK).min(len);
         let inc_at = |k: usize| {
@@ -363,9 +366,7 @@ pub fn render_note(buf: &mut [f32], sr: f32, note: &Note, bank: &mut Bank, noise
                 let low = breath_low.step(band).0;
                 s += sp.breath * 4.0 * breath_low2.step(low).0;
             }
-            if k >= skip {
-                out[k - skip] += note.gain * env * s;
-            }
+            out[k - skip] += note.gain * env * s;
             decay *= decay_step;
         }
         k0 = k1;

@@ -49,7 +49,7 @@ impl LstmLayer {
         let mut gates = vec![0.0f32; g_n];
         // W_hh · h per step: one contiguous block of gate rows per thread (the gemm crate's
         // vectorised kernels; a single-threaded call inside each task).
-        let rows_per_task = g_n.div_ceil(num_threads().max(1)).max(ROWS_MIN);
+        let rows_per_task = if std::env::var("EQ_SERIAL").is_ok() { g_n } else { g_n.div_ceil(num_threads().max(1)).max(ROWS_MIN) }; // TMP
         for t in 0..steps {
             let pre = &gates_in[t * g_n..(t + 1) * g_n];
             for ((g, &p), &b) in gates.iter_mut().zip(pre).zip(&self.bias) {
