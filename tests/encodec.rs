@@ -377,7 +377,8 @@ fn tmp_lstm_bench() {
     let x = mk(h * 2250, 9);
     for _ in 0..3 {
         for serial in [false, true] {
-            if serial { std::env::set_var("EQ_SERIAL", "1") } else { std::env::remove_var("EQ_SERIAL") }
+            std::env::set_var("EQ_SERIAL", "1");
+            if serial { std::env::set_var("EQ_T", "1") } else { std::env::remove_var("EQ_T") }
             let t0 = Instant::now();
             let c0 = cpu();
             let y = l.forward(&x, h, 2250);

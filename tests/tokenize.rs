@@ -87,7 +87,7 @@ fn label_files_round_trip_and_reject_bad_input() {
     // Wrong dtype, missing metadata, out-of-range code, not safetensors.
     let write_raw = |name: &str, dtype: Dtype, bytes: &[u8], md: HashMap<String, String>| {
         let q = d.join(name);
-        let view = TensorView::new(dtype, vec![1, bytes.len() / dtype.size()], bytes).unwrap();
+        let view = TensorView::new(dtype, vec![1, bytes.len() * 8 / dtype.bitsize()], bytes).unwrap();
         safetensors::serialize_to_file([("codes", view)], Some(md), &q).unwrap();
         q
     };

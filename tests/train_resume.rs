@@ -24,7 +24,16 @@ const OVERRIDES: [&str; 13] = [
 
 fn train_cmd(run_dir: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_culturemert-raw"));
-    c.args(["train", "--quiet", "--threads", "2", "--checkpoint-every", "3", "--run-dir"]).arg(run_dir);
+    c.args([
+        "train",
+        "--quiet",
+        "--threads",
+        "2",
+        "--checkpoint-every",
+        "3",
+        "--run-dir",
+    ])
+    .arg(run_dir);
     for o in OVERRIDES {
         c.args(["--set", o]);
     }
@@ -40,7 +49,9 @@ fn scratch(name: &str) -> PathBuf {
 
 fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// The metrics without the wall-clock field.
@@ -48,7 +59,9 @@ fn deterministic(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
     rows.iter()
         .map(|r| {
             let mut r = r.clone();
-            r.as_object_mut().unwrap().remove("audio_seconds_per_second");
+            r.as_object_mut()
+                .unwrap()
+                .remove("audio_seconds_per_second");
             r
         })
         .collect()
@@ -68,14 +81,23 @@ fn sigkill_then_resume_reproduces_the_uninterrupted_run() {
     let latest = killed.join("checkpoints/latest");
     let t0 = Instant::now();
     while !latest.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(600), "no checkpoint appeared");
-        assert!(child.try_wait().unwrap().is_none(), "run ended before it could be killed");
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     let before = metrics(&killed).len();
-    assert!(before < reference.len(), "the run finished before the kill ({before} steps)");
+    assert!(
+        before < reference.len(),
+        "the run finished before the kill ({before} steps)"
+    );
 
     let st = train_cmd(&killed, &["--resume"]).status().unwrap();
     assert!(st.success(), "resumed run failed");
@@ -93,10 +115,18 @@ fn sigkill_then_resume_reproduces_the_uninterrupted_run() {
 
     // The written model loads as an HF-layout directory and the loss plot exists.
     culturemert_raw::model::mert::Mert::load(&full.join("model")).unwrap();
-    assert!(std::fs::read_to_string(full.join("loss.svg")).unwrap().contains("<polyline"));
+    assert!(std::fs::read_to_string(full.join("loss.svg"))
+        .unwrap()
+        .contains("<polyline"));
     // The schedule restarts at the stage boundary: stage 0 ends at its lr_min, stage 1 starts near its peak.
-    let lr: Vec<f64> = reference.iter().map(|r| r["lr"].as_f64().unwrap()).collect();
-    assert!(lr[5] > 2.0 * lr[4], "no re-warming at the stage boundary: {lr:?}");
+    let lr: Vec<f64> = reference
+        .iter()
+        .map(|r| r["lr"].as_f64().unwrap())
+        .collect();
+    assert!(
+        lr[5] > 2.0 * lr[4],
+        "no re-warming at the stage boundary: {lr:?}"
+    );
     let _ = std::fs::remove_dir_all(&full);
     let _ = std::fs::remove_dir_all(&killed);
 }

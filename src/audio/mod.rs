@@ -1,7 +1,7 @@
 //! Audio: decoding, resampling, CQT, mel, the synthetic corpus.
-pub mod wav;
-pub mod resample;
-pub mod fft;
 pub mod cqt;
-pub mod synth;
+pub mod fft;
 pub mod mel;
+pub mod resample;
+pub mod synth;
+pub mod wav;

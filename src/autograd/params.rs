@@ -33,7 +33,12 @@ impl ParamStore {
             bail!("parameter {name} inserted twice");
         }
         let id = ParamId(self.params.len());
-        self.params.push(Param { name: name.to_string(), value, grad: None, frozen: false });
+        self.params.push(Param {
+            name: name.to_string(),
+            value,
+            grad: None,
+            frozen: false,
+        });
         self.index.insert(name.to_string(), id);
         Ok(id)
     }

@@ -50,12 +50,21 @@ pub struct Tape {
 impl Tape {
     /// A tape that records ops for backward.
     pub fn new() -> Self {
-        Tape { recording: true, next_id: 0, nodes: Vec::new(), numels: Vec::new(), param_leaves: Vec::new() }
+        Tape {
+            recording: true,
+            next_id: 0,
+            nodes: Vec::new(),
+            numels: Vec::new(),
+            param_leaves: Vec::new(),
+        }
     }
 
     /// A tape that records nothing (inference).
     pub fn no_grad() -> Self {
-        Tape { recording: false, ..Tape::new() }
+        Tape {
+            recording: false,
+            ..Tape::new()
+        }
     }
 
     pub fn is_recording(&self) -> bool {
@@ -68,7 +77,11 @@ impl Tape {
         if self.recording {
             self.numels.push(value.numel());
         }
-        Var { id, needs_grad: needs_grad && self.recording, value }
+        Var {
+            id,
+            needs_grad: needs_grad && self.recording,
+            value,
+        }
     }
 
     /// A constant input (no gradient).
@@ -104,7 +117,10 @@ impl Tape {
         if needs_grad {
             self.nodes.push(Node {
                 output: out.id,
-                inputs: inputs.iter().map(|v| if v.needs_grad { v.id } else { usize::MAX }).collect(),
+                inputs: inputs
+                    .iter()
+                    .map(|v| if v.needs_grad { v.id } else { usize::MAX })
+                    .collect(),
                 backward: Box::new(backward),
             });
         }
@@ -113,14 +129,22 @@ impl Tape {
 
     /// Run backward from seeds `(var, dL/dvar)`, consuming the tape. Parameter gradients are accumulated into
     /// `store`; the gradients of all other vars are returned (for leaves the caller made with `leaf`).
-    pub fn backward(self, seeds: Vec<(&Var, Vec<f32>)>, store: &mut ParamStore) -> Result<Gradients> {
+    pub fn backward(
+        self,
+        seeds: Vec<(&Var, Vec<f32>)>,
+        store: &mut ParamStore,
+    ) -> Result<Gradients> {
         if !self.recording {
             bail!("backward on a no-grad tape");
         }
         let mut grads: Vec<Option<Vec<f32>>> = (0..self.next_id).map(|_| None).collect();
         for (var, g) in seeds {
             if g.len() != var.value.numel() {
-                bail!("seed gradient has {} values for a var of shape {:?}", g.len(), var.shape());
+                bail!(
+                    "seed gradient has {} values for a var of shape {:?}",
+                    g.len(),
+                    var.shape()
+                );
             }
             if !var.needs_grad {
                 continue;
@@ -132,7 +156,9 @@ impl Tape {
         }
         let numels = self.numels;
         for node in self.nodes.into_iter().rev() {
-            let Some(dout) = grads[node.output].take() else { continue };
+            let Some(dout) = grads[node.output].take() else {
+                continue;
+            };
             // Take each input's buffer out of `grads` so the closure can hold them all mutably; a var used
             // twice as an input gets a scratch buffer for its second use, summed back afterwards.
             let mut buffers: Vec<Option<Vec<f32>>> = Vec::with_capacity(node.inputs.len());
@@ -142,18 +168,25 @@ impl Tape {
                 } else if node.inputs[..i].contains(&id) {
                     buffers.push(Some(vec![0.0; numels[id]]));
                 } else {
-                    buffers.push(Some(grads[id].take().unwrap_or_else(|| vec![0.0; numels[id]])));
+                    buffers.push(Some(
+                        grads[id].take().unwrap_or_else(|| vec![0.0; numels[id]]),
+                    ));
                 }
             }
             {
-                let mut slots: Vec<Option<&mut [f32]>> =
-                    buffers.iter_mut().map(|b| b.as_mut().map(|v| v.as_mut_slice())).collect();
+                let mut slots: Vec<Option<&mut [f32]>> = buffers
+                    .iter_mut()
+                    .map(|b| b.as_mut().map(|v| v.as_mut_slice()))
+                    .collect();
                 (node.backward)(&dout, &mut slots);
             }
             for (i, (&id, buf)) in node.inputs.iter().zip(buffers).enumerate() {
                 let Some(buf) = buf else { continue };
                 if node.inputs[..i].contains(&id) {
-                    crate::ops::elementwise::accumulate(grads[id].as_mut().expect("first use restored"), &buf);
+                    crate::ops::elementwise::accumulate(
+                        grads[id].as_mut().expect("first use restored"),
+                        &buf,
+                    );
                 } else {
                     grads[id] = Some(buf);
                 }

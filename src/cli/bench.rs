@@ -38,14 +38,24 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => MertConfig::from_file(p)?,
         None => MertConfig::from_json_str(MERT_V1_95M_CONFIG)?,
     };
-    ensure!(args.iters > 0 && args.batch > 0 && args.seconds > 0.0, "--iters, --batch and --seconds must be positive");
+    ensure!(
+        args.iters > 0 && args.batch > 0 && args.seconds > 0.0,
+        "--iters, --batch and --seconds must be positive"
+    );
     let threads = args.threads.unwrap_or_else(crate::ops::gemm::num_threads);
     crate::ops::gemm::set_num_threads(threads);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
     let samples = (args.seconds * cfg.sample_rate as f64).round() as usize;
     let model = Mert::random(cfg, 1)?;
     let mut rng = crate::model::weights::InitRng::new(7);
-    let audio = Tensor::from_f32(&[args.batch, samples], (0..args.batch * samples).map(|_| (rng.normal() * 0.1) as f32).collect());
+    let audio = Tensor::from_f32(
+        &[args.batch, samples],
+        (0..args.batch * samples)
+            .map(|_| (rng.normal() * 0.1) as f32)
+            .collect(),
+    );
     let audio_seconds = args.seconds * args.batch as f64;
     let time = |train: bool| -> Result<Vec<f64>> {
         let mut times = Vec::new();
@@ -80,7 +90,10 @@ pub fn run(args: Args) -> Result<()> {
             args.batch,
             args.seconds
         );
-        println!("bench {what} median_s={median:.4} min_s={:.4} threads={threads}", t[0]);
+        println!(
+            "bench {what} median_s={median:.4} min_s={:.4} threads={threads}",
+            t[0]
+        );
     };
     report("forward", &time(false)?);
     if args.train {

@@ -47,8 +47,14 @@ pub fn parse_layers(spec: &str, num_layers: usize) -> Result<Vec<usize>> {
     }
     let mut out = Vec::new();
     for part in spec.split(',') {
-        let l: usize = part.trim().parse().with_context(|| format!("--layers: {part:?} is not a layer index"))?;
-        ensure!(l <= num_layers, "--layers: layer {l} does not exist (the model has hidden states 0..={num_layers})");
+        let l: usize = part
+            .trim()
+            .parse()
+            .with_context(|| format!("--layers: {part:?} is not a layer index"))?;
+        ensure!(
+            l <= num_layers,
+            "--layers: layer {l} does not exist (the model has hidden states 0..={num_layers})"
+        );
         out.push(l);
     }
     ensure!(!out.is_empty(), "--layers is empty");
@@ -67,16 +73,32 @@ pub fn zero_mean_unit_var(x: &mut [f32]) {
 }
 
 /// Embeddings of one clip: [layers.len(), frames, hidden] (or [layers.len(), hidden] pooled).
-pub fn embed_samples(model: &Mert, samples: &[f32], layers: &[usize], pool: Pool, chunk: Option<usize>) -> Result<Tensor> {
+pub fn embed_samples(
+    model: &Mert,
+    samples: &[f32],
+    layers: &[usize],
+    pool: Pool,
+    chunk: Option<usize>,
+) -> Result<Tensor> {
     let cfg = &model.config;
     let min = cfg.min_samples();
-    ensure!(samples.len() >= min, "audio has {} samples, fewer than the {min} the model needs for one frame", samples.len());
+    ensure!(
+        samples.len() >= min,
+        "audio has {} samples, fewer than the {min} the model needs for one frame",
+        samples.len()
+    );
     let chunks: Vec<&[f32]> = match chunk {
         None => vec![samples],
         Some(c) => {
-            ensure!(c >= min, "--chunk-seconds gives {c} samples, fewer than the {min} needed for one frame");
+            ensure!(
+                c >= min,
+                "--chunk-seconds gives {c} samples, fewer than the {min} needed for one frame"
+            );
             // A trailing piece too short for one frame is dropped.
-            samples.chunks(c).filter(|piece| piece.len() >= min).collect()
+            samples
+                .chunks(c)
+                .filter(|piece| piece.len() >= min)
+                .collect()
         }
     };
     let h = cfg.hidden_size;
@@ -118,13 +140,19 @@ pub fn embed_samples(model: &Mert, samples: &[f32], layers: &[usize], pool: Pool
 
 /// Tensor name for an input: its file stem.
 pub fn tensor_name(path: &Path) -> Result<String> {
-    path.file_stem().and_then(|s| s.to_str()).map(str::to_string).with_context(|| format!("{} has no usable file name", path.display()))
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .map(str::to_string)
+        .with_context(|| format!("{} has no usable file name", path.display()))
 }
 
 pub fn run(args: Args) -> Result<()> {
     match args.device.as_str() {
         "cpu" | "auto" => {}
-        "cuda" | "emu" => bail!("--device {}: the MERT forward on the CUDA device is not built yet; use --device cpu", args.device),
+        "cuda" | "emu" => bail!(
+            "--device {}: the MERT forward on the CUDA device is not built yet; use --device cpu",
+            args.device
+        ),
         other => bail!("--device must be cpu, cuda, emu or auto, got {other:?}"),
     }
     let pool = match args.pool.as_str() {
@@ -132,7 +160,8 @@ pub fn run(args: Args) -> Result<()> {
         "mean" => Pool::Mean,
         other => bail!("--pool must be none or mean, got {other:?}"),
     };
-    let model = Mert::load(&args.model).with_context(|| format!("loading model {}", args.model.display()))?;
+    let model = Mert::load(&args.model)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
     let layers = parse_layers(&args.layers, model.config.num_hidden_layers)?;
     let rate = model.config.sample_rate;
     let chunk = match args.chunk_seconds {
@@ -143,20 +172,28 @@ pub fn run(args: Args) -> Result<()> {
     let mut names = HashSet::new();
     for p in &args.audio {
         let n = tensor_name(p)?;
-        ensure!(names.insert(n.clone()), "two inputs share the file name {n:?}; output tensors are named after it");
+        ensure!(
+            names.insert(n.clone()),
+            "two inputs share the file name {n:?}; output tensors are named after it"
+        );
     }
     let bar = indicatif::ProgressBar::new(args.audio.len() as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files  {elapsed_precise} eta {eta}  {msg}").unwrap(),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} files  {elapsed_precise} eta {eta}  {msg}",
+        )
+        .unwrap(),
     );
     let mut outputs = Vec::new();
     for path in &args.audio {
         bar.set_message(path.display().to_string());
-        let mut samples = crate::audio::wav::load_mono(path, rate).with_context(|| format!("reading {}", path.display()))?;
+        let mut samples = crate::audio::wav::load_mono(path, rate)
+            .with_context(|| format!("reading {}", path.display()))?;
         if args.normalize {
             zero_mean_unit_var(&mut samples);
         }
-        let emb = embed_samples(&model, &samples, &layers, pool, chunk).with_context(|| format!("embedding {}", path.display()))?;
+        let emb = embed_samples(&model, &samples, &layers, pool, chunk)
+            .with_context(|| format!("embedding {}", path.display()))?;
         outputs.push((tensor_name(path)?, emb));
         bar.inc(1);
     }

@@ -158,11 +158,24 @@ fn print_report(r: &ProbeReport) {
     }
 }
 
+/// Identity of a model directory for the cache: its canonical path plus size and modification time of
+/// the files that define it (so a retrained model at the same path does not reuse stale embeddings).
 fn model_key(dir: &Path) -> String {
-    std::fs::canonicalize(dir)
+    let mut key = std::fs::canonicalize(dir)
         .unwrap_or_else(|_| dir.to_path_buf())
         .display()
-        .to_string()
+        .to_string();
+    for name in ["config.json", "model.safetensors", "pytorch_model.bin"] {
+        if let Ok(meta) = std::fs::metadata(dir.join(name)) {
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            key += &format!(" {name}:{}:{mtime}", meta.len());
+        }
+    }
+    key
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -69,13 +69,23 @@ pub struct Args {
 }
 
 fn parse_dataset(spec: &str, replay: bool) -> Result<DatasetSpec> {
-    let (name, rest) = spec.split_once('=').with_context(|| format!("dataset {spec:?}: expected NAME=PATH[:WEIGHT]"))?;
+    let (name, rest) = spec
+        .split_once('=')
+        .with_context(|| format!("dataset {spec:?}: expected NAME=PATH[:WEIGHT]"))?;
     let (path, weight) = match rest.rsplit_once(':') {
         Some((p, w)) if w.parse::<f32>().is_ok() => (p, w.parse::<f32>().unwrap()),
         _ => (rest, 1.0),
     };
-    ensure!(!name.is_empty() && !path.is_empty() && weight > 0.0, "dataset {spec:?}: empty name/path or non-positive weight");
-    Ok(DatasetSpec { name: name.into(), path: path.into(), weight, replay })
+    ensure!(
+        !name.is_empty() && !path.is_empty() && weight > 0.0,
+        "dataset {spec:?}: empty name/path or non-positive weight"
+    );
+    Ok(DatasetSpec {
+        name: name.into(),
+        path: path.into(),
+        weight,
+        replay,
+    })
 }
 
 /// Datasets of the run; `embedded:synth/<tradition>` paths come from the in-process synthetic corpus.
@@ -85,14 +95,25 @@ fn build_datasets(specs: &[DatasetSpec], seed: u64) -> Result<Vec<Dataset>> {
     for spec in specs {
         if let Some(tradition) = spec.path.strip_prefix("embedded:synth/") {
             if synth.is_none() {
-                let cfg = SynthConfig { seed, clips_per_tradition: 24, ..SynthConfig::default() };
+                let cfg = SynthConfig {
+                    seed,
+                    clips_per_tradition: 24,
+                    ..SynthConfig::default()
+                };
                 let mut by: HashMap<String, Vec<Vec<f32>>> = HashMap::new();
                 for clip in generate(&cfg)? {
-                    by.entry(clip.tradition.clone()).or_default().push(clip.samples);
+                    by.entry(clip.tradition.clone())
+                        .or_default()
+                        .push(clip.samples);
                 }
                 synth = Some(by);
             }
-            let clips = synth.as_ref().unwrap().get(tradition).cloned().with_context(|| format!("no synthetic tradition {tradition:?}"))?;
+            let clips = synth
+                .as_ref()
+                .unwrap()
+                .get(tradition)
+                .cloned()
+                .with_context(|| format!("no synthetic tradition {tradition:?}"))?;
             out.push(Dataset::from_memory(spec.clone(), clips)?);
         } else {
             out.push(Dataset::from_path(spec.clone())?);
@@ -105,12 +126,24 @@ fn build_teacher(cfg: &TrainConfig, teacher_model: Option<&Path>) -> Result<Arc<
     let o = &cfg.objective;
     match o.teacher.as_str() {
         "random-projection" => {
-            let rp = crate::model::rp_teacher::RpConfig { codebooks: o.codebooks, codebook_size: o.codebook_size, seed: cfg.seed, ..Default::default() };
-            Ok(Arc::new(crate::model::rp_teacher::RandomProjectionTeacher::new(rp)?))
+            let rp = crate::model::rp_teacher::RpConfig {
+                codebooks: o.codebooks,
+                codebook_size: o.codebook_size,
+                seed: cfg.seed,
+                ..Default::default()
+            };
+            Ok(Arc::new(
+                crate::model::rp_teacher::RandomProjectionTeacher::new(rp)?,
+            ))
         }
         "encodec" => match teacher_model {
-            Some(dir) => bail!("teacher \"encodec\" ({}): the EnCodec teacher is not wired yet", dir.display()),
-            None => bail!("teacher \"encodec\" needs --teacher-model DIR (an HF EncodecModel directory)"),
+            Some(dir) => bail!(
+                "teacher \"encodec\" ({}): the EnCodec teacher is not wired yet",
+                dir.display()
+            ),
+            None => bail!(
+                "teacher \"encodec\" needs --teacher-model DIR (an HF EncodecModel directory)"
+            ),
         },
         other => bail!("unknown teacher {other:?}"),
     }
@@ -126,12 +159,16 @@ pub fn run(args: Args) -> Result<()> {
     }
     match args.device.as_str() {
         "cpu" | "auto" => {}
-        other => bail!("--device {other}: training runs on the CPU in this version (use cpu or auto)"),
+        other => {
+            bail!("--device {other}: training runs on the CPU in this version (use cpu or auto)")
+        }
     }
     if let Some(t) = args.threads {
         ensure!(t > 0, "--threads must be positive");
         crate::ops::gemm::set_num_threads(t);
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
     }
     let mut cfg = match (&args.config, &args.preset) {
         (Some(p), _) => TrainConfig::from_file(p, &args.overrides)?,
@@ -143,18 +180,34 @@ pub fn run(args: Args) -> Result<()> {
     for d in &args.replay {
         cfg.datasets.push(parse_dataset(d, true)?);
     }
-    ensure!(!cfg.datasets.is_empty(), "no datasets: give --data NAME=PATH (and --replay NAME=PATH for replay)");
-    let run_dir = args.run_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+    ensure!(
+        !cfg.datasets.is_empty(),
+        "no datasets: give --data NAME=PATH (and --replay NAME=PATH for replay)"
+    );
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
 
-    let heads_cfg = HeadsConfig { codebooks: cfg.objective.codebooks, codewords: cfg.objective.codewords, ..HeadsConfig::default() };
+    let heads_cfg = HeadsConfig {
+        codebooks: cfg.objective.codebooks,
+        codewords: cfg.objective.codewords,
+        ..HeadsConfig::default()
+    };
     let mut model = match &args.init {
         Some(dir) => {
             let mut m = Mert::load(dir)?;
             let heads_file = dir.join("heads.safetensors");
             if heads_file.exists() {
                 let loaded = load_heads(&mut m, &heads_file, heads_cfg.codebooks)?;
-                ensure!(loaded.codewords == heads_cfg.codewords, "{}: {} codewords per codebook, the config says {}", heads_file.display(), loaded.codewords, heads_cfg.codewords);
+                ensure!(
+                    loaded.codewords == heads_cfg.codewords,
+                    "{}: {} codewords per codebook, the config says {}",
+                    heads_file.display(),
+                    loaded.codewords,
+                    heads_cfg.codewords
+                );
             } else {
                 init_heads(&mut m, &heads_cfg, cfg.seed)?;
             }
@@ -163,7 +216,9 @@ pub fn run(args: Args) -> Result<()> {
         None => {
             let mc = match cfg.model_config.as_deref() {
                 Some("embedded:tiny") | None => MertConfig::from_json_str(TINY_DEMO_CONFIG)?,
-                Some("embedded:mert-v1-95m") => MertConfig::from_json_str(crate::cli::bench::MERT_V1_95M_CONFIG)?,
+                Some("embedded:mert-v1-95m") => {
+                    MertConfig::from_json_str(crate::cli::bench::MERT_V1_95M_CONFIG)?
+                }
                 Some(path) => MertConfig::from_file(Path::new(path))?,
             };
             let mut m = Mert::random(mc, cfg.seed)?;
@@ -175,11 +230,27 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("note: attention_dropout {} is not applied (the fused attention has no probability dropout yet)", model.config.attention_dropout);
     }
     let teacher = build_teacher(&cfg, args.teacher_model.as_deref())?;
-    ensure!(teacher.codebooks() == cfg.objective.codebooks && teacher.codebook_size() == cfg.objective.codebook_size, "teacher gives {} x {} codes, the config expects {} x {}", teacher.codebooks(), teacher.codebook_size(), cfg.objective.codebooks, cfg.objective.codebook_size);
-    ensure!(teacher.hop() == model.config.hop(), "teacher hop {} differs from the model's {}", teacher.hop(), model.config.hop());
+    ensure!(
+        teacher.codebooks() == cfg.objective.codebooks
+            && teacher.codebook_size() == cfg.objective.codebook_size,
+        "teacher gives {} x {} codes, the config expects {} x {}",
+        teacher.codebooks(),
+        teacher.codebook_size(),
+        cfg.objective.codebooks,
+        cfg.objective.codebook_size
+    );
+    ensure!(
+        teacher.hop() == model.config.hop(),
+        "teacher hop {} differs from the model's {}",
+        teacher.hop(),
+        model.config.hop()
+    );
     let datasets = build_datasets(&cfg.datasets, cfg.seed)?;
     let pipeline = DataPipeline::new(datasets, cfg.data.clone(), teacher, cfg.seed)?;
-    crate::model::weights::write_atomically(&run_dir.join("config.toml"), toml::to_string(&cfg)?.as_bytes())?;
+    crate::model::weights::write_atomically(
+        &run_dir.join("config.toml"),
+        toml::to_string(&cfg)?.as_bytes(),
+    )?;
     eprintln!(
         "training {} ({} steps in {} stages, {} parameters) into {}",
         cfg.name,
@@ -188,25 +259,46 @@ pub fn run(args: Args) -> Result<()> {
         model.params.num_elements(),
         run_dir.display()
     );
-    let opts = RunOptions { run_dir: run_dir.clone(), resume: args.resume, checkpoint_every: args.checkpoint_every, stop_after: args.stop_after, progress: !args.quiet };
+    let opts = RunOptions {
+        run_dir: run_dir.clone(),
+        resume: args.resume,
+        checkpoint_every: args.checkpoint_every,
+        stop_after: args.stop_after,
+        progress: !args.quiet,
+    };
     train(&cfg, &mut model, &heads_cfg, &pipeline, &opts)?;
 
     // Final outputs from the whole metrics file (a resumed run included).
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl"))?;
-    let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let points: Vec<(usize, f64)> = rows.iter().filter_map(|r| Some((r["step"].as_u64()? as usize, r["loss"].as_f64()?))).collect();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let points: Vec<(usize, f64)> = rows
+        .iter()
+        .filter_map(|r| Some((r["step"].as_u64()? as usize, r["loss"].as_f64()?)))
+        .collect();
     let mut boundaries = Vec::new();
     let mut start = 0;
     for s in &cfg.stages {
         boundaries.push((start, s.name.clone()));
         start += s.steps;
     }
-    write_loss_svg(&run_dir.join("loss.svg"), &points, &boundaries, &format!("{}: training loss", cfg.name))?;
+    write_loss_svg(
+        &run_dir.join("loss.svg"),
+        &points,
+        &boundaries,
+        &format!("{}: training loss", cfg.name),
+    )?;
     if points.last().map(|p| p.0 + 1) == Some(cfg.total_steps()) {
         model.save(&run_dir.join("model"))?;
         save_heads(&model, &run_dir.join("model").join("heads.safetensors"))?;
         for s in &cfg.stages {
-            let stage: Vec<f64> = rows.iter().filter(|r| r["stage"] == s.name.as_str()).filter_map(|r| r["loss"].as_f64()).collect();
+            let stage: Vec<f64> = rows
+                .iter()
+                .filter(|r| r["stage"] == s.name.as_str())
+                .filter_map(|r| r["loss"].as_f64())
+                .collect();
             if let (Some(first), Some(last)) = (stage.first(), stage.last()) {
                 let n = stage.len().min(10);
                 let head: f64 = stage[..n].iter().sum::<f64>() / n as f64;
@@ -214,9 +306,16 @@ pub fn run(args: Args) -> Result<()> {
                 eprintln!("{:18} loss {first:.4} -> {last:.4} (mean of first/last {n}: {head:.4} -> {tail:.4})", s.name);
             }
         }
-        eprintln!("model written to {} (loss curve: {})", run_dir.join("model").display(), run_dir.join("loss.svg").display());
+        eprintln!(
+            "model written to {} (loss curve: {})",
+            run_dir.join("model").display(),
+            run_dir.join("loss.svg").display()
+        );
     } else {
-        eprintln!("stopped before the end; continue with --resume --run-dir {}", run_dir.display());
+        eprintln!(
+            "stopped before the end; continue with --resume --run-dir {}",
+            run_dir.display()
+        );
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
 //! Evaluation: probing metrics, culture similarity.
 pub mod metrics;
-pub mod similarity;
 pub mod probe;
+pub mod similarity;

@@ -67,13 +67,15 @@ pub struct MertConfig {
 
 impl MertConfig {
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let cfg: MertConfig = serde_json::from_str(text).context("config.json is not a valid MERT/HuBERT config")?;
+        let cfg: MertConfig =
+            serde_json::from_str(text).context("config.json is not a valid MERT/HuBERT config")?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::from_json_str(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -90,8 +92,17 @@ impl MertConfig {
             self.conv_kernel.len(),
             self.conv_stride.len()
         );
-        ensure!(self.conv_kernel.iter().chain(&self.conv_stride).all(|&k| k > 0), "conv kernels and strides must be positive");
-        ensure!(self.hidden_size > 0 && self.num_attention_heads > 0, "hidden_size and num_attention_heads must be positive");
+        ensure!(
+            self.conv_kernel
+                .iter()
+                .chain(&self.conv_stride)
+                .all(|&k| k > 0),
+            "conv kernels and strides must be positive"
+        );
+        ensure!(
+            self.hidden_size > 0 && self.num_attention_heads > 0,
+            "hidden_size and num_attention_heads must be positive"
+        );
         ensure!(
             self.hidden_size % self.num_attention_heads == 0,
             "hidden_size {} is not divisible by num_attention_heads {}",
@@ -99,21 +110,37 @@ impl MertConfig {
             self.num_attention_heads
         );
         ensure!(
-            self.num_conv_pos_embedding_groups > 0 && self.hidden_size % self.num_conv_pos_embedding_groups == 0,
+            self.num_conv_pos_embedding_groups > 0
+                && self.hidden_size % self.num_conv_pos_embedding_groups == 0,
             "hidden_size {} is not divisible by num_conv_pos_embedding_groups {}",
             self.hidden_size,
             self.num_conv_pos_embedding_groups
         );
-        ensure!(self.num_conv_pos_embeddings > 0, "num_conv_pos_embeddings must be positive");
+        ensure!(
+            self.num_conv_pos_embeddings > 0,
+            "num_conv_pos_embeddings must be positive"
+        );
         match self.feat_extract_norm.as_str() {
             "group" | "layer" => {}
             other => bail!("feat_extract_norm must be \"group\" or \"layer\", got {other:?}"),
         }
-        for (what, act) in [("hidden_act", &self.hidden_act), ("feat_extract_activation", &self.feat_extract_activation)] {
-            ensure!(act == "gelu", "{what} {act:?} is not supported (only exact \"gelu\")");
+        for (what, act) in [
+            ("hidden_act", &self.hidden_act),
+            ("feat_extract_activation", &self.feat_extract_activation),
+        ] {
+            ensure!(
+                act == "gelu",
+                "{what} {act:?} is not supported (only exact \"gelu\")"
+            );
         }
-        ensure!(!self.feature_extractor_cqt, "feature_extractor_cqt = true (CQT input features) is not supported");
-        ensure!(!self.deepnorm, "deepnorm = true is not supported (MERT-v1 models use false)");
+        ensure!(
+            !self.feature_extractor_cqt,
+            "feature_extractor_cqt = true (CQT input features) is not supported"
+        );
+        ensure!(
+            !self.deepnorm,
+            "deepnorm = true is not supported (MERT-v1 models use false)"
+        );
         for (what, p) in [
             ("hidden_dropout", self.hidden_dropout),
             ("attention_dropout", self.attention_dropout),
@@ -121,7 +148,10 @@ impl MertConfig {
             ("feat_proj_dropout", self.feat_proj_dropout),
             ("layerdrop", self.layerdrop),
         ] {
-            ensure!((0.0..1.0).contains(&p), "{what} = {p} is not a probability in [0, 1)");
+            ensure!(
+                (0.0..1.0).contains(&p),
+                "{what} = {p} is not a probability in [0, 1)"
+            );
         }
         Ok(())
     }

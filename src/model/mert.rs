@@ -46,17 +46,29 @@ pub struct MertOutput {
 impl Mert {
     /// Load an HF-layout directory: config.json + model.safetensors (or pytorch_model.bin).
     pub fn load(dir: &Path) -> Result<Self> {
-        ensure!(dir.is_dir(), "model directory {} does not exist", dir.display());
+        ensure!(
+            dir.is_dir(),
+            "model directory {} does not exist",
+            dir.display()
+        );
         let config = MertConfig::from_file(&dir.join("config.json"))?;
         let (params, spelling) = weights::load_params(dir, &config)?;
-        Ok(Mert { config, params, spelling })
+        Ok(Mert {
+            config,
+            params,
+            spelling,
+        })
     }
 
     /// A randomly initialised model (fairseq's from-scratch initialisation).
     pub fn random(config: MertConfig, seed: u64) -> Result<Self> {
         config.validate()?;
         let params = weights::init_params(&config, seed)?;
-        Ok(Mert { config, params, spelling: WeightNormSpelling::Legacy })
+        Ok(Mert {
+            config,
+            params,
+            spelling: WeightNormSpelling::Legacy,
+        })
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -64,7 +76,10 @@ impl Mert {
     }
 
     fn p(&self, tape: &mut Tape, name: &str) -> Result<Var> {
-        let id = self.params.id(name).with_context(|| format!("parameter {name} missing"))?;
+        let id = self
+            .params
+            .id(name)
+            .with_context(|| format!("parameter {name} missing"))?;
         Ok(tape.param(&self.params, id))
     }
 
@@ -74,9 +89,19 @@ impl Mert {
 
     /// Forward a batch `audio` [B, L] (row-major). `sample_mask` [B*L] (1 = real sample) marks padding as
     /// transformers' `attention_mask` does; None = every sample is real.
-    pub fn forward(&self, tape: &mut Tape, audio: &Tensor, sample_mask: Option<&[u8]>, opts: &ForwardOptions) -> Result<MertOutput> {
+    pub fn forward(
+        &self,
+        tape: &mut Tape,
+        audio: &Tensor,
+        sample_mask: Option<&[u8]>,
+        opts: &ForwardOptions,
+    ) -> Result<MertOutput> {
         let cfg = &self.config;
-        ensure!(audio.shape().len() == 2, "audio must be [batch, samples], got {:?}", audio.shape());
+        ensure!(
+            audio.shape().len() == 2,
+            "audio must be [batch, samples], got {:?}",
+            audio.shape()
+        );
         let (batch, samples) = (audio.shape()[0], audio.shape()[1]);
         ensure!(
             samples >= cfg.min_samples(),
@@ -86,7 +111,11 @@ impl Mert {
         let mut drop_seed = opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut dropout = |tape: &mut Tape, x: &Var, p: f32| {
             drop_seed = drop_seed.wrapping_add(0xD1B5_4A32_D192_ED03);
-            if opts.train { nn::dropout(tape, x, p, drop_seed) } else { x.clone() }
+            if opts.train {
+                nn::dropout(tape, x, p, drop_seed)
+            } else {
+                x.clone()
+            }
         };
 
         // Feature extractor: [B, 1, L] -> [B, C, T].
@@ -95,7 +124,8 @@ impl Mert {
             let pre = format!("feature_extractor.conv_layers.{i}");
             let w = self.p(tape, &format!("{pre}.conv.weight"))?;
             let b = self.p_opt(tape, &format!("{pre}.conv.bias"));
-            x = nn::conv1d(tape, &x, &w, b.as_ref(), cfg.conv_stride[i], 0, 1).with_context(|| format!("conv layer {i}"))?;
+            x = nn::conv1d(tape, &x, &w, b.as_ref(), cfg.conv_stride[i], 0, 1)
+                .with_context(|| format!("conv layer {i}"))?;
             if cfg.feat_extract_norm == "layer" || i == 0 {
                 let nw = self.p(tape, &format!("{pre}.layer_norm.weight"))?;
                 let nb = self.p(tape, &format!("{pre}.layer_norm.bias"))?;
@@ -118,21 +148,36 @@ impl Mert {
         let frame_lengths: Vec<usize> = match sample_mask {
             None => vec![frames; batch],
             Some(m) => {
-                ensure!(m.len() == batch * samples, "attention mask has {} entries for {batch}x{samples} samples", m.len());
-                m.chunks_exact(samples).map(|row| cfg.frames_for_samples(row.iter().filter(|&&v| v != 0).count())).collect()
+                ensure!(
+                    m.len() == batch * samples,
+                    "attention mask has {} entries for {batch}x{samples} samples",
+                    m.len()
+                );
+                m.chunks_exact(samples)
+                    .map(|row| cfg.frames_for_samples(row.iter().filter(|&&v| v != 0).count()))
+                    .collect()
             }
         };
         let frame_valid: Option<Vec<u8>> = sample_mask.map(|_| {
-            frame_lengths.iter().flat_map(|&n| (0..frames).map(move |t| u8::from(t < n))).collect()
+            frame_lengths
+                .iter()
+                .flat_map(|&n| (0..frames).map(move |t| u8::from(t < n)))
+                .collect()
         });
 
         // Feature projection.
         let mut h = features.clone();
         if cfg.feat_proj_layer_norm {
-            let (w, b) = (self.p(tape, "feature_projection.layer_norm.weight")?, self.p(tape, "feature_projection.layer_norm.bias")?);
+            let (w, b) = (
+                self.p(tape, "feature_projection.layer_norm.weight")?,
+                self.p(tape, "feature_projection.layer_norm.bias")?,
+            );
             h = nn::layer_norm(tape, &h, &w, &b, cfg.layer_norm_eps)?;
         }
-        let (w, b) = (self.p(tape, "feature_projection.projection.weight")?, self.p(tape, "feature_projection.projection.bias")?);
+        let (w, b) = (
+            self.p(tape, "feature_projection.projection.weight")?,
+            self.p(tape, "feature_projection.projection.bias")?,
+        );
         h = nn::linear(tape, &h, &w, Some(&b))?;
         h = dropout(tape, &h, cfg.feat_proj_dropout);
         if let Some(mask) = &opts.mask_time {
@@ -149,7 +194,10 @@ impl Mert {
         let mut hidden_states = Vec::with_capacity(cfg.num_hidden_layers + 1);
         let post_ln = !cfg.do_stable_layer_norm;
         if post_ln {
-            let (w, b) = (self.p(tape, "encoder.layer_norm.weight")?, self.p(tape, "encoder.layer_norm.bias")?);
+            let (w, b) = (
+                self.p(tape, "encoder.layer_norm.weight")?,
+                self.p(tape, "encoder.layer_norm.bias")?,
+            );
             h = nn::layer_norm(tape, &h, &w, &b, cfg.layer_norm_eps)?;
         }
         h = dropout(tape, &h, cfg.hidden_dropout);
@@ -162,11 +210,18 @@ impl Mert {
             h = self.layer(tape, l, &h, frame_valid.as_deref(), post_ln, &mut dropout)?;
         }
         if !post_ln {
-            let (w, b) = (self.p(tape, "encoder.layer_norm.weight")?, self.p(tape, "encoder.layer_norm.bias")?);
+            let (w, b) = (
+                self.p(tape, "encoder.layer_norm.weight")?,
+                self.p(tape, "encoder.layer_norm.bias")?,
+            );
             h = nn::layer_norm(tape, &h, &w, &b, cfg.layer_norm_eps)?;
         }
         hidden_states.push(h);
-        Ok(MertOutput { hidden_states, features, frame_lengths })
+        Ok(MertOutput {
+            hidden_states,
+            features,
+            frame_lengths,
+        })
     }
 
     /// GELU(weight-normed grouped conv over time, last frame dropped when the kernel is even) of h [B, T, H].
@@ -179,7 +234,15 @@ impl Mert {
         let w = nn::weight_norm(tape, &g, &v, 2)?;
         let b = self.p(tape, "encoder.pos_conv_embed.conv.bias")?;
         let ht = nn::transpose_last2(tape, h)?;
-        let mut p = nn::conv1d(tape, &ht, &w, Some(&b), 1, k / 2, cfg.num_conv_pos_embedding_groups)?;
+        let mut p = nn::conv1d(
+            tape,
+            &ht,
+            &w,
+            Some(&b),
+            1,
+            k / 2,
+            cfg.num_conv_pos_embedding_groups,
+        )?;
         if p.shape()[2] != frames {
             p = nn::narrow_last(tape, &p, frames)?;
         }
@@ -198,9 +261,19 @@ impl Mert {
     ) -> Result<Var> {
         let cfg = &self.config;
         let pre = format!("encoder.layers.{l}");
-        let ln1 = (self.p(tape, &format!("{pre}.layer_norm.weight"))?, self.p(tape, &format!("{pre}.layer_norm.bias"))?);
-        let ln2 = (self.p(tape, &format!("{pre}.final_layer_norm.weight"))?, self.p(tape, &format!("{pre}.final_layer_norm.bias"))?);
-        let attn_in = if post_ln { h.clone() } else { nn::layer_norm(tape, h, &ln1.0, &ln1.1, cfg.layer_norm_eps)? };
+        let ln1 = (
+            self.p(tape, &format!("{pre}.layer_norm.weight"))?,
+            self.p(tape, &format!("{pre}.layer_norm.bias"))?,
+        );
+        let ln2 = (
+            self.p(tape, &format!("{pre}.final_layer_norm.weight"))?,
+            self.p(tape, &format!("{pre}.final_layer_norm.bias"))?,
+        );
+        let attn_in = if post_ln {
+            h.clone()
+        } else {
+            nn::layer_norm(tape, h, &ln1.0, &ln1.1, cfg.layer_norm_eps)?
+        };
         let proj = |tape: &mut Tape, x: &Var, name: &str| -> Result<Var> {
             let w = self.p(tape, &format!("{pre}.{name}.weight"))?;
             let b = self.p(tape, &format!("{pre}.{name}.bias"))?;
@@ -218,7 +291,11 @@ impl Mert {
         if post_ln {
             h = nn::layer_norm(tape, &h, &ln1.0, &ln1.1, cfg.layer_norm_eps)?;
         }
-        let ff_in = if post_ln { h.clone() } else { nn::layer_norm(tape, &h, &ln2.0, &ln2.1, cfg.layer_norm_eps)? };
+        let ff_in = if post_ln {
+            h.clone()
+        } else {
+            nn::layer_norm(tape, &h, &ln2.0, &ln2.1, cfg.layer_norm_eps)?
+        };
         let f = proj(tape, &ff_in, "feed_forward.intermediate_dense")?;
         let f = nn::gelu(tape, &f);
         let f = dropout(tape, &f, cfg.activation_dropout);

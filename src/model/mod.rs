@@ -1,8 +1,8 @@
 //! MERT: config, weights (HF names), forward/backward through the tape.
 pub mod config;
+pub mod encodec;
+pub mod mert;
+pub mod rp_teacher;
+pub mod teacher;
 pub mod torch_bin;
 pub mod weights;
-pub mod mert;
-pub mod teacher;
-pub mod rp_teacher;
-pub mod encodec;

@@ -133,13 +133,19 @@ pub struct RandomProjectionTeacher {
 
 impl RandomProjectionTeacher {
     pub fn new(cfg: RpConfig) -> Result<Self> {
-        ensure!(cfg.codebooks >= 1, "random-projection teacher: codebooks must be >= 1");
+        ensure!(
+            cfg.codebooks >= 1,
+            "random-projection teacher: codebooks must be >= 1"
+        );
         ensure!(
             (1..=65536).contains(&cfg.codebook_size),
             "random-projection teacher: codebook_size {} must be in 1..=65536 (codes are u16)",
             cfg.codebook_size
         );
-        ensure!(cfg.dim >= 1 && cfg.n_mels >= 1, "random-projection teacher: dim and n_mels must be >= 1");
+        ensure!(
+            cfg.dim >= 1 && cfg.n_mels >= 1,
+            "random-projection teacher: dim and n_mels must be >= 1"
+        );
         ensure!(
             cfg.n_fft.is_power_of_two() && cfg.n_fft >= 2 && (1..=cfg.n_fft).contains(&cfg.hop),
             "random-projection teacher: n_fft {} must be a power of two and hop {} in 1..=n_fft",

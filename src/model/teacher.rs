@@ -153,10 +153,7 @@ pub fn read_labels(path: &Path) -> Result<(Vec<u16>, usize, usize, LabelMeta)> {
         .chunks_exact(2)
         .map(|b| u16::from_le_bytes([b[0], b[1]]))
         .collect();
-    if let Some(i) = codes
-        .iter()
-        .position(|&c| c as usize >= meta.codebook_size)
-    {
+    if let Some(i) = codes.iter().position(|&c| c as usize >= meta.codebook_size) {
         bail!(
             "label file {name}: code {} at codebook {}, frame {} is not below codebook_size {}",
             codes[i],
@@ -209,7 +206,10 @@ pub fn write_code_file(
     for (path, name) in inputs.iter().zip(&names) {
         bar.set_message(name.clone());
         let (codes, frames) = encode_file(teacher, path)?;
-        let bytes = codes.iter().flat_map(|&c| (c as i64).to_le_bytes()).collect();
+        let bytes = codes
+            .iter()
+            .flat_map(|&c| (c as i64).to_le_bytes())
+            .collect();
         tensors.push((name.clone(), frames, bytes));
         metadata.insert(format!("source.{name}"), path.display().to_string());
         bar.inc(1);
@@ -321,7 +321,10 @@ pub fn label_dataset(
         };
         let frames = codes.len() / k;
         total_frames += frames;
-        for (row, hist) in codes.chunks_exact(frames.max(1)).zip(counts.chunks_exact_mut(c)) {
+        for (row, hist) in codes
+            .chunks_exact(frames.max(1))
+            .zip(counts.chunks_exact_mut(c))
+        {
             for &code in row {
                 hist[code as usize] += 1;
             }

@@ -39,7 +39,13 @@ pub fn expected_parameters(cfg: &MertConfig) -> Vec<(String, Vec<usize>)> {
     let h = cfg.hidden_size;
     let mut v: Vec<(String, Vec<usize>)> = vec![("masked_spec_embed".into(), vec![h])];
     let mut c_in = 1;
-    for (i, ((&c, &k), _)) in cfg.conv_dim.iter().zip(&cfg.conv_kernel).zip(&cfg.conv_stride).enumerate() {
+    for (i, ((&c, &k), _)) in cfg
+        .conv_dim
+        .iter()
+        .zip(&cfg.conv_kernel)
+        .zip(&cfg.conv_stride)
+        .enumerate()
+    {
         let p = format!("feature_extractor.conv_layers.{i}");
         v.push((format!("{p}.conv.weight"), vec![c, c_in, k]));
         if cfg.conv_bias {
@@ -60,7 +66,10 @@ pub fn expected_parameters(cfg: &MertConfig) -> Vec<(String, Vec<usize>)> {
     let k = cfg.num_conv_pos_embeddings;
     v.push(("encoder.pos_conv_embed.conv.bias".into(), vec![h]));
     v.push((POS_CONV_G.into(), vec![1, 1, k]));
-    v.push((POS_CONV_V.into(), vec![h, h / cfg.num_conv_pos_embedding_groups, k]));
+    v.push((
+        POS_CONV_V.into(),
+        vec![h, h / cfg.num_conv_pos_embedding_groups, k],
+    ));
     v.push(("encoder.layer_norm.weight".into(), vec![h]));
     v.push(("encoder.layer_norm.bias".into(), vec![h]));
     let inter = cfg.intermediate_size;
@@ -72,9 +81,18 @@ pub fn expected_parameters(cfg: &MertConfig) -> Vec<(String, Vec<usize>)> {
         }
         v.push((format!("{p}.layer_norm.weight"), vec![h]));
         v.push((format!("{p}.layer_norm.bias"), vec![h]));
-        v.push((format!("{p}.feed_forward.intermediate_dense.weight"), vec![inter, h]));
-        v.push((format!("{p}.feed_forward.intermediate_dense.bias"), vec![inter]));
-        v.push((format!("{p}.feed_forward.output_dense.weight"), vec![h, inter]));
+        v.push((
+            format!("{p}.feed_forward.intermediate_dense.weight"),
+            vec![inter, h],
+        ));
+        v.push((
+            format!("{p}.feed_forward.intermediate_dense.bias"),
+            vec![inter],
+        ));
+        v.push((
+            format!("{p}.feed_forward.output_dense.weight"),
+            vec![h, inter],
+        ));
         v.push((format!("{p}.feed_forward.output_dense.bias"), vec![h]));
         v.push((format!("{p}.final_layer_norm.weight"), vec![h]));
         v.push((format!("{p}.final_layer_norm.bias"), vec![h]));
@@ -92,7 +110,8 @@ pub fn read_safetensors(path: &Path) -> Result<RawTensors> {
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
     let mut out = RawTensors::new();
     for (name, view) in st.tensors() {
-        let dtype = DType::from_safetensors(view.dtype()).with_context(|| format!("{}: tensor {name}", path.display()))?;
+        let dtype = DType::from_safetensors(view.dtype())
+            .with_context(|| format!("{}: tensor {name}", path.display()))?;
         let data = CpuData::from_le_bytes(dtype, view.data())?;
         out.insert(name, (view.shape().to_vec(), data));
     }
@@ -100,12 +119,30 @@ pub fn read_safetensors(path: &Path) -> Result<RawTensors> {
 }
 
 /// Write tensors to a safetensors file through a temporary name and a rename (nothing partial is left).
-pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>, DType)> =
-        tensors.iter().map(|(n, t)| (n.clone(), t.cpu_data().to_le_bytes(), t.shape().to_vec(), t.dtype())).collect();
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>, DType)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.cpu_data().to_le_bytes(),
+                t.shape().to_vec(),
+                t.dtype(),
+            )
+        })
+        .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
-        .map(|(n, b, s, d)| Ok((n.clone(), safetensors::tensor::TensorView::new(d.to_safetensors(), s.clone(), b)?)))
+        .map(|(n, b, s, d)| {
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(d.to_safetensors(), s.clone(), b)?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let data = safetensors::serialize(views, metadata).context("serialising safetensors")?;
     write_atomically(path, &data)
@@ -113,13 +150,21 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: Op
 
 /// Write a file through `<path>.tmp` and a rename.
 pub fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|e| e.to_str()).unwrap_or("")));
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
     std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// Check `raw` against the config's parameter set and move it into a ParamStore (as f32).
-pub fn params_from_raw(cfg: &MertConfig, mut raw: RawTensors, source: &str) -> Result<(ParamStore, WeightNormSpelling)> {
+pub fn params_from_raw(
+    cfg: &MertConfig,
+    mut raw: RawTensors,
+    source: &str,
+) -> Result<(ParamStore, WeightNormSpelling)> {
     let mut spelling = WeightNormSpelling::Legacy;
     for (new, old) in [(POS_CONV_G_NEW, POS_CONV_G), (POS_CONV_V_NEW, POS_CONV_V)] {
         if let Some(t) = raw.remove(new) {
@@ -135,7 +180,10 @@ pub fn params_from_raw(cfg: &MertConfig, mut raw: RawTensors, source: &str) -> R
     for (name, shape) in &expected {
         match raw.get(name) {
             None => missing.push(spelling.file_name_of(name)),
-            Some((s, _)) if s != shape => misshaped.push(format!("{} is {s:?}, config needs {shape:?}", spelling.file_name_of(name))),
+            Some((s, _)) if s != shape => misshaped.push(format!(
+                "{} is {s:?}, config needs {shape:?}",
+                spelling.file_name_of(name)
+            )),
             _ => {}
         }
     }
@@ -144,10 +192,18 @@ pub fn params_from_raw(cfg: &MertConfig, mut raw: RawTensors, source: &str) -> R
     if !missing.is_empty() || !misshaped.is_empty() || !unexpected.is_empty() {
         let mut msg = format!("{source} does not match its config:");
         if !missing.is_empty() {
-            msg += &format!("\n  missing tensors ({}): {}", missing.len(), missing.join(", "));
+            msg += &format!(
+                "\n  missing tensors ({}): {}",
+                missing.len(),
+                missing.join(", ")
+            );
         }
         if !misshaped.is_empty() {
-            msg += &format!("\n  mis-shaped tensors ({}): {}", misshaped.len(), misshaped.join("; "));
+            msg += &format!(
+                "\n  mis-shaped tensors ({}): {}",
+                misshaped.len(),
+                misshaped.join("; ")
+            );
         }
         if !unexpected.is_empty() {
             let u: Vec<&str> = unexpected.iter().map(|s| s.as_str()).collect();
@@ -159,7 +215,10 @@ pub fn params_from_raw(cfg: &MertConfig, mut raw: RawTensors, source: &str) -> R
     for (name, shape) in &expected {
         let (_, data) = raw.remove(name).expect("checked above");
         if !matches!(data.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-            bail!("{source}: tensor {name} has non-float dtype {:?}", data.dtype());
+            bail!(
+                "{source}: tensor {name} has non-float dtype {:?}",
+                data.dtype()
+            );
         }
         store.insert(name, Tensor::from_f32(shape, data.to_f32_vec()))?;
     }
@@ -176,18 +235,30 @@ pub fn load_params(dir: &Path, cfg: &MertConfig) -> Result<(ParamStore, WeightNo
         let raw = super::torch_bin::read_as_raw_tensors(&bin)?;
         params_from_raw(cfg, raw, &bin.display().to_string())
     } else {
-        bail!("{}: no model.safetensors or pytorch_model.bin", dir.display())
+        bail!(
+            "{}: no model.safetensors or pytorch_model.bin",
+            dir.display()
+        )
     }
 }
 
 /// Write `config.json` + `model.safetensors` (HF layout) under `dir`, in the given weight-norm spelling.
-pub fn save_model_dir(dir: &Path, cfg: &MertConfig, store: &ParamStore, spelling: WeightNormSpelling) -> Result<()> {
+pub fn save_model_dir(
+    dir: &Path,
+    cfg: &MertConfig,
+    store: &ParamStore,
+    spelling: WeightNormSpelling,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tensors: Vec<(String, Tensor)> =
-        expected_parameters(cfg).into_iter().map(|(n, _)| {
-            let p = store.by_name(&n).with_context(|| format!("parameter {n} missing from the store"))?;
+    let tensors: Vec<(String, Tensor)> = expected_parameters(cfg)
+        .into_iter()
+        .map(|(n, _)| {
+            let p = store
+                .by_name(&n)
+                .with_context(|| format!("parameter {n} missing from the store"))?;
             Ok((spelling.file_name_of(&n), p.value.clone()))
-        }).collect::<Result<_>>()?;
+        })
+        .collect::<Result<_>>()?;
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     write_safetensors(&dir.join("model.safetensors"), &tensors, Some(meta))?;
@@ -264,7 +335,11 @@ pub fn init_params(cfg: &MertConfig, seed: u64) -> Result<ParamStore> {
     // Re-insert in HF order: rebuild the store with g placed where expected.
     let mut ordered = ParamStore::new();
     for (name, shape) in &expected {
-        let t = if name == POS_CONV_G { Tensor::from_f32(shape, g.clone()) } else { store.by_name(name).unwrap().value.clone() };
+        let t = if name == POS_CONV_G {
+            Tensor::from_f32(shape, g.clone())
+        } else {
+            store.by_name(name).unwrap().value.clone()
+        };
         ordered.insert(name, t)?;
     }
     Ok(ordered)

@@ -11,6 +11,8 @@
 //! Laplace's continued fraction for erfcx for t ≥ 1. `erf` itself uses the Taylor series for
 //! |t| < 0.5 (no cancellation for tiny arguments).
 
+#[allow(unused_imports)]
+use super::fastmath::exp_f64 as _exp_check;
 use super::fastmath::{exp_f64, with_avx2};
 use super::gemm::rows_per_task;
 use rayon::prelude::*;

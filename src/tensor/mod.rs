@@ -103,16 +103,43 @@ impl CpuData {
     pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Result<Self> {
         let size = dtype.size_in_bytes();
         if bytes.len() % size != 0 {
-            bail!("{} bytes is not a whole number of {dtype:?} elements", bytes.len());
+            bail!(
+                "{} bytes is not a whole number of {dtype:?} elements",
+                bytes.len()
+            );
         }
         let chunks = bytes.chunks_exact(size);
         Ok(match dtype {
-            DType::F32 => CpuData::F32(chunks.map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-            DType::F16 => CpuData::F16(chunks.map(|c| f16::from_le_bytes(c.try_into().unwrap())).collect()),
-            DType::BF16 => CpuData::BF16(chunks.map(|c| bf16::from_le_bytes(c.try_into().unwrap())).collect()),
-            DType::I32 => CpuData::I32(chunks.map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
-            DType::I64 => CpuData::I64(chunks.map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
-            DType::U16 => CpuData::U16(chunks.map(|c| u16::from_le_bytes(c.try_into().unwrap())).collect()),
+            DType::F32 => CpuData::F32(
+                chunks
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::F16 => CpuData::F16(
+                chunks
+                    .map(|c| f16::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::BF16 => CpuData::BF16(
+                chunks
+                    .map(|c| bf16::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::I32 => CpuData::I32(
+                chunks
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::I64 => CpuData::I64(
+                chunks
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
+            DType::U16 => CpuData::U16(
+                chunks
+                    .map(|c| u16::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            ),
             DType::U8 => CpuData::U8(bytes.to_vec()),
         })
     }
@@ -164,15 +191,30 @@ pub fn numel(shape: &[usize]) -> usize {
 impl Tensor {
     pub fn new(shape: &[usize], data: CpuData) -> Result<Self> {
         if numel(shape) != data.len() {
-            bail!("shape {shape:?} needs {} elements, data has {}", numel(shape), data.len());
+            bail!(
+                "shape {shape:?} needs {} elements, data has {}",
+                numel(shape),
+                data.len()
+            );
         }
-        Ok(Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cpu(data)) })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(Storage::Cpu(data)),
+        })
     }
 
     /// An f32 tensor; panics only on a programming error (length mismatch).
     pub fn from_f32(shape: &[usize], data: Vec<f32>) -> Self {
-        assert_eq!(numel(shape), data.len(), "shape {shape:?} vs {} values", data.len());
-        Tensor { shape: shape.to_vec(), storage: Arc::new(Storage::Cpu(CpuData::F32(data))) }
+        assert_eq!(
+            numel(shape),
+            data.len(),
+            "shape {shape:?} vs {} values",
+            data.len()
+        );
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Arc::new(Storage::Cpu(CpuData::F32(data))),
+        }
     }
 
     pub fn zeros(shape: &[usize]) -> Self {
@@ -211,7 +253,10 @@ impl Tensor {
     pub fn data(&self) -> &[f32] {
         match self.cpu_data() {
             CpuData::F32(v) => v,
-            other => panic!("internal: expected an f32 tensor, found {:?}", other.dtype()),
+            other => panic!(
+                "internal: expected an f32 tensor, found {:?}",
+                other.dtype()
+            ),
         }
     }
 
@@ -219,7 +264,10 @@ impl Tensor {
     pub fn data_mut(&mut self) -> &mut [f32] {
         match Arc::make_mut(&mut self.storage) {
             Storage::Cpu(CpuData::F32(v)) => v,
-            Storage::Cpu(other) => panic!("internal: expected an f32 tensor, found {:?}", other.dtype()),
+            Storage::Cpu(other) => panic!(
+                "internal: expected an f32 tensor, found {:?}",
+                other.dtype()
+            ),
         }
     }
 
@@ -236,6 +284,9 @@ impl Tensor {
         if numel(shape) != self.numel() {
             bail!("cannot reshape {:?} to {shape:?}", self.shape);
         }
-        Ok(Tensor { shape: shape.to_vec(), storage: self.storage.clone() })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage.clone(),
+        })
     }
 }

@@ -27,7 +27,13 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
 }
 
 /// Write a checkpoint for `state.next_step`; keep the newest `keep` checkpoints.
-pub fn save_checkpoint(run_dir: &Path, model: &Mert, optimizer: &AdamW, state: &TrainState, keep: usize) -> Result<PathBuf> {
+pub fn save_checkpoint(
+    run_dir: &Path,
+    model: &Mert,
+    optimizer: &AdamW,
+    state: &TrainState,
+    keep: usize,
+) -> Result<PathBuf> {
     let dir = checkpoints_dir(run_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = format!("step-{:08}", state.next_step);
@@ -38,21 +44,31 @@ pub fn save_checkpoint(run_dir: &Path, model: &Mert, optimizer: &AdamW, state: &
     model.save(&tmp.join("model"))?;
     save_heads(model, &tmp.join("heads.safetensors"))?;
     optimizer.save_state(&tmp.join("optimizer.safetensors"))?;
-    write_atomically(&tmp.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())?;
+    write_atomically(
+        &tmp.join("state.json"),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)?;
     }
-    std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    std::fs::rename(&tmp, &final_dir)
+        .with_context(|| format!("renaming {} into place", tmp.display()))?;
     write_atomically(&dir.join("latest"), name.as_bytes())?;
     // Prune older checkpoints (names sort by step).
     let mut all: Vec<PathBuf> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+        })
         .collect();
     all.sort();
     while all.len() > keep.max(1) {
         let old = all.remove(0);
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing old checkpoint {}", old.display()))?;
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("removing old checkpoint {}", old.display()))?;
     }
     Ok(final_dir)
 }
@@ -63,10 +79,15 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>> {
     if !latest.exists() {
         return Ok(None);
     }
-    let name = std::fs::read_to_string(&latest).with_context(|| format!("reading {}", latest.display()))?;
+    let name = std::fs::read_to_string(&latest)
+        .with_context(|| format!("reading {}", latest.display()))?;
     let dir = checkpoints_dir(run_dir).join(name.trim());
     if !dir.join("state.json").exists() {
-        bail!("{} names {}, which is incomplete or missing", latest.display(), dir.display());
+        bail!(
+            "{} names {}, which is incomplete or missing",
+            latest.display(),
+            dir.display()
+        );
     }
     Ok(Some(dir))
 }

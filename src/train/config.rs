@@ -8,13 +8,28 @@ use std::path::Path;
 /// Presets embedded in the binary, by name.
 pub const PRESETS: [(&str, &str); 8] = [
     ("demo", include_str!("../../presets/demo.toml")),
-    ("culturemert", include_str!("../../presets/culturemert.toml")),
-    ("culturemert-alpha10", include_str!("../../presets/culturemert-alpha10.toml")),
+    (
+        "culturemert",
+        include_str!("../../presets/culturemert.toml"),
+    ),
+    (
+        "culturemert-alpha10",
+        include_str!("../../presets/culturemert-alpha10.toml"),
+    ),
     ("makammert", include_str!("../../presets/makammert.toml")),
-    ("hindustanimert", include_str!("../../presets/hindustanimert.toml")),
-    ("carnaticmert", include_str!("../../presets/carnaticmert.toml")),
+    (
+        "hindustanimert",
+        include_str!("../../presets/hindustanimert.toml"),
+    ),
+    (
+        "carnaticmert",
+        include_str!("../../presets/carnaticmert.toml"),
+    ),
     ("lyramert", include_str!("../../presets/lyramert.toml")),
-    ("mert-scratch", include_str!("../../presets/mert-scratch.toml")),
+    (
+        "mert-scratch",
+        include_str!("../../presets/mert-scratch.toml"),
+    ),
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -129,11 +144,14 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// Parse TOML text, apply `key=value` overrides, validate.
     pub fn from_toml(text: &str, overrides: &[String], origin: &str) -> Result<Self> {
-        let mut value: toml::Value = toml::from_str(text).with_context(|| format!("{origin}: invalid TOML"))?;
+        let mut value: toml::Value =
+            toml::from_str(text).with_context(|| format!("{origin}: invalid TOML"))?;
         for o in overrides {
             apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
         }
-        let cfg: TrainConfig = value.try_into().with_context(|| format!("{origin}: not a valid training config"))?;
+        let cfg: TrainConfig = value
+            .try_into()
+            .with_context(|| format!("{origin}: not a valid training config"))?;
         cfg.validate().with_context(|| format!("in {origin}"))?;
         Ok(cfg)
     }
@@ -147,7 +165,8 @@ impl TrainConfig {
     }
 
     pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::from_toml(&text, overrides, &path.display().to_string())
     }
 
@@ -156,24 +175,66 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        ensure!(matches!(self.schedule.as_str(), "cosine" | "polynomial"), "schedule must be \"cosine\" or \"polynomial\", got {:?}", self.schedule);
+        ensure!(
+            matches!(self.schedule.as_str(), "cosine" | "polynomial"),
+            "schedule must be \"cosine\" or \"polynomial\", got {:?}",
+            self.schedule
+        );
         let o = &self.objective;
-        ensure!(matches!(o.teacher.as_str(), "encodec" | "random-projection"), "objective.teacher must be \"encodec\" or \"random-projection\", got {:?}", o.teacher);
-        ensure!(o.codebooks > 0 && o.codebook_size > 0 && o.codewords >= o.codebook_size, "objective: codebooks/codebook_size/codewords inconsistent");
-        ensure!((0.0..1.0).contains(&o.mask_prob) && o.mask_length > 0, "objective: mask_prob must be in [0,1) and mask_length > 0");
-        ensure!((0.0..=1.0).contains(&o.mixup_prob), "objective.mixup_prob must be in [0, 1]");
-        ensure!(o.mixup_min_samples <= o.mixup_max_samples && o.mixup_min_count <= o.mixup_max_count, "objective: mixup ranges are reversed");
-        ensure!(self.data.crop_seconds > 0.0 && self.data.segment_seconds >= self.data.crop_seconds, "data: need 0 < crop_seconds <= segment_seconds");
+        ensure!(
+            matches!(o.teacher.as_str(), "encodec" | "random-projection"),
+            "objective.teacher must be \"encodec\" or \"random-projection\", got {:?}",
+            o.teacher
+        );
+        ensure!(
+            o.codebooks > 0 && o.codebook_size > 0 && o.codewords >= o.codebook_size,
+            "objective: codebooks/codebook_size/codewords inconsistent"
+        );
+        ensure!(
+            (0.0..1.0).contains(&o.mask_prob) && o.mask_length > 0,
+            "objective: mask_prob must be in [0,1) and mask_length > 0"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&o.mixup_prob),
+            "objective.mixup_prob must be in [0, 1]"
+        );
+        ensure!(
+            o.mixup_min_samples <= o.mixup_max_samples && o.mixup_min_count <= o.mixup_max_count,
+            "objective: mixup ranges are reversed"
+        );
+        ensure!(
+            self.data.crop_seconds > 0.0 && self.data.segment_seconds >= self.data.crop_seconds,
+            "data: need 0 < crop_seconds <= segment_seconds"
+        );
         ensure!(!self.stages.is_empty(), "no [[stages]]");
         for s in &self.stages {
             let n = &s.name;
             ensure!(s.steps > 0, "stage {n}: steps must be positive");
-            ensure!(s.warmup() <= s.steps, "stage {n}: warm-up longer than the stage");
-            ensure!(s.lr_max >= s.lr_min && s.lr_min >= 0.0, "stage {n}: need lr_max >= lr_min >= 0");
-            ensure!(s.betas.iter().all(|b| (0.0..1.0).contains(b)) && s.eps > 0.0, "stage {n}: betas in [0,1), eps > 0");
-            ensure!(s.grad_accumulation > 0 && s.batch_clips > 0 && s.batch_clips % s.grad_accumulation == 0, "stage {n}: batch_clips ({}) must be a positive multiple of grad_accumulation ({})", s.batch_clips, s.grad_accumulation);
+            ensure!(
+                s.warmup() <= s.steps,
+                "stage {n}: warm-up longer than the stage"
+            );
+            ensure!(
+                s.lr_max >= s.lr_min && s.lr_min >= 0.0,
+                "stage {n}: need lr_max >= lr_min >= 0"
+            );
+            ensure!(
+                s.betas.iter().all(|b| (0.0..1.0).contains(b)) && s.eps > 0.0,
+                "stage {n}: betas in [0,1), eps > 0"
+            );
+            ensure!(
+                s.grad_accumulation > 0
+                    && s.batch_clips > 0
+                    && s.batch_clips % s.grad_accumulation == 0,
+                "stage {n}: batch_clips ({}) must be a positive multiple of grad_accumulation ({})",
+                s.batch_clips,
+                s.grad_accumulation
+            );
             ensure!(s.clip_norm > 0.0, "stage {n}: clip_norm must be positive");
-            ensure!((0.0..1.0).contains(&s.replay_fraction), "stage {n}: replay_fraction must be in [0, 1)");
+            ensure!(
+                (0.0..1.0).contains(&s.replay_fraction),
+                "stage {n}: replay_fraction must be in [0, 1)"
+            );
             ensure!(!s.trainable.is_empty(), "stage {n}: no trainable patterns");
         }
         Ok(())
@@ -199,12 +260,17 @@ pub fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<()> {
                     t.insert(key.to_string(), value);
                     return Ok(());
                 }
-                t.get_mut(*key).with_context(|| format!("no key {key:?} in {path}"))?
+                t.get_mut(*key)
+                    .with_context(|| format!("no key {key:?} in {path}"))?
             }
             toml::Value::Array(a) => {
-                let idx: usize = key.parse().with_context(|| format!("{key:?} is not an array index in {path}"))?;
+                let idx: usize = key
+                    .parse()
+                    .with_context(|| format!("{key:?} is not an array index in {path}"))?;
                 let len = a.len();
-                let slot = a.get_mut(idx).with_context(|| format!("index {idx} out of range ({len} entries) in {path}"))?;
+                let slot = a.get_mut(idx).with_context(|| {
+                    format!("index {idx} out of range ({len} entries) in {path}")
+                })?;
                 if last {
                     *slot = value;
                     return Ok(());

@@ -41,7 +41,10 @@ impl Dataset {
 
     pub fn from_memory(spec: DatasetSpec, clips: Vec<Vec<f32>>) -> Result<Self> {
         ensure!(!clips.is_empty(), "dataset {} has no clips", spec.name);
-        Ok(Dataset { spec, source: Source::Memory(clips.into_iter().map(Arc::new).collect()) })
+        Ok(Dataset {
+            spec,
+            source: Source::Memory(clips.into_iter().map(Arc::new).collect()),
+        })
     }
 
     /// A directory (searched recursively for audio) or a manifest file (one path per line, relative paths
@@ -52,20 +55,46 @@ impl Dataset {
         if path.is_dir() {
             collect_audio(&path, &mut files)?;
         } else if path.is_file() {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading manifest {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading manifest {}", path.display()))?;
             let base = path.parent().unwrap_or(Path::new("."));
-            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
                 let p = Path::new(line.split('\t').next().unwrap_or(line));
-                let p = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-                ensure!(p.is_file(), "manifest {}: {} does not exist", path.display(), p.display());
+                let p = if p.is_absolute() {
+                    p.to_path_buf()
+                } else {
+                    base.join(p)
+                };
+                ensure!(
+                    p.is_file(),
+                    "manifest {}: {} does not exist",
+                    path.display(),
+                    p.display()
+                );
                 files.push(p);
             }
         } else {
-            bail!("dataset {}: {} is neither a directory nor a manifest file", spec.name, path.display());
+            bail!(
+                "dataset {}: {} is neither a directory nor a manifest file",
+                spec.name,
+                path.display()
+            );
         }
         files.sort();
-        ensure!(!files.is_empty(), "dataset {}: no audio files in {}", spec.name, path.display());
-        Ok(Dataset { spec, source: Source::Files(files) })
+        ensure!(
+            !files.is_empty(),
+            "dataset {}: no audio files in {}",
+            spec.name,
+            path.display()
+        );
+        Ok(Dataset {
+            spec,
+            source: Source::Files(files),
+        })
     }
 }
 
@@ -74,7 +103,11 @@ fn collect_audio(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let p = entry?.path();
         if p.is_dir() {
             collect_audio(&p, out)?;
-        } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())) {
+        } else if p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| AUDIO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        {
             out.push(p);
         }
     }
@@ -112,10 +145,24 @@ pub struct DataPipeline {
 const CACHE_FILES: usize = 64;
 
 impl DataPipeline {
-    pub fn new(datasets: Vec<Dataset>, data: DataConfig, teacher: Arc<dyn Teacher>, seed: u64) -> Result<Self> {
+    pub fn new(
+        datasets: Vec<Dataset>,
+        data: DataConfig,
+        teacher: Arc<dyn Teacher>,
+        seed: u64,
+    ) -> Result<Self> {
         ensure!(!datasets.is_empty(), "no datasets");
         let hop = teacher.hop();
-        Ok(DataPipeline { datasets, data, rate: teacher.sample_rate(), hop, teacher, cqt: CqtPlan::mert_shared(), seed, cache: Mutex::new(HashMap::new()) })
+        Ok(DataPipeline {
+            datasets,
+            data,
+            rate: teacher.sample_rate(),
+            hop,
+            teacher,
+            cqt: CqtPlan::mert_shared(),
+            seed,
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn datasets(&self) -> &[Dataset] {
@@ -128,15 +175,39 @@ impl DataPipeline {
             .datasets
             .iter()
             .enumerate()
-            .filter(|(_, d)| if stage.datasets.is_empty() { !d.spec.replay } else { stage.datasets.contains(&d.spec.name) })
+            .filter(|(_, d)| {
+                if stage.datasets.is_empty() {
+                    !d.spec.replay
+                } else {
+                    stage.datasets.contains(&d.spec.name)
+                }
+            })
             .map(|(i, _)| i)
             .collect();
         for name in &stage.datasets {
-            ensure!(self.datasets.iter().any(|d| &d.spec.name == name), "stage {}: unknown dataset {name:?}", stage.name);
+            ensure!(
+                self.datasets.iter().any(|d| &d.spec.name == name),
+                "stage {}: unknown dataset {name:?}",
+                stage.name
+            );
         }
-        let replay: Vec<usize> = self.datasets.iter().enumerate().filter(|(_, d)| d.spec.replay).map(|(i, _)| i).collect();
-        ensure!(!main.is_empty(), "stage {}: no datasets to draw from", stage.name);
-        ensure!(stage.replay_fraction == 0.0 || !replay.is_empty(), "stage {}: replay_fraction > 0 but no replay dataset", stage.name);
+        let replay: Vec<usize> = self
+            .datasets
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.spec.replay)
+            .map(|(i, _)| i)
+            .collect();
+        ensure!(
+            !main.is_empty(),
+            "stage {}: no datasets to draw from",
+            stage.name
+        );
+        ensure!(
+            stage.replay_fraction == 0.0 || !replay.is_empty(),
+            "stage {}: replay_fraction > 0 but no replay dataset",
+            stage.name
+        );
         Ok((main, replay))
     }
 
@@ -148,7 +219,10 @@ impl DataPipeline {
                 if let Some(a) = self.cache.lock().unwrap().get(path) {
                     return Ok((a.clone(), Some(path.clone())));
                 }
-                let audio = Arc::new(crate::audio::wav::load_mono(path, self.rate).with_context(|| format!("dataset {}", ds.spec.name))?);
+                let audio = Arc::new(
+                    crate::audio::wav::load_mono(path, self.rate)
+                        .with_context(|| format!("dataset {}", ds.spec.name))?,
+                );
                 let mut cache = self.cache.lock().unwrap();
                 if cache.len() >= CACHE_FILES {
                     cache.clear();
@@ -164,10 +238,15 @@ impl DataPipeline {
         let (main, replay) = self.stage_sources(stage)?;
         let mut rng = MaskRng::new(draw_seed(self.seed, step, micro, 0xDA7A));
         let crop_max = ((self.data.crop_seconds * self.rate as f32) as usize / self.hop) * self.hop;
-        let segment = ((self.data.segment_seconds * self.rate as f32) as usize / self.hop) * self.hop;
+        let segment =
+            ((self.data.segment_seconds * self.rate as f32) as usize / self.hop) * self.hop;
         let mut picks = Vec::with_capacity(size);
         for _ in 0..size {
-            let pool = if !replay.is_empty() && (rng.uniform() as f32) < stage.replay_fraction { &replay } else { &main };
+            let pool = if !replay.is_empty() && (rng.uniform() as f32) < stage.replay_fraction {
+                &replay
+            } else {
+                &main
+            };
             let total: f32 = pool.iter().map(|&i| self.datasets[i].spec.weight).sum();
             let mut r = rng.uniform() as f32 * total;
             let mut chosen = pool[pool.len() - 1];
@@ -186,10 +265,22 @@ impl DataPipeline {
         // MERT crops the whole batch to its shortest clip.
         let min_len = picks.iter().map(|p| p.1.len()).min().unwrap_or(0);
         let len = (crop_max.min(min_len) / self.hop) * self.hop;
-        ensure!(len >= self.hop * 2, "clips too short to crop ({min_len} samples)");
+        ensure!(
+            len >= self.hop * 2,
+            "clips too short to crop ({min_len} samples)"
+        );
         let k = self.teacher.codebooks();
         let frames = len / self.hop;
-        let mut out = Crops { audio: Vec::with_capacity(size * len), batch: size, len, codes: Vec::new(), code_frames: frames, cqt: Vec::new(), cqt_frames: 0, sources: Vec::new() };
+        let mut out = Crops {
+            audio: Vec::with_capacity(size * len),
+            batch: size,
+            len,
+            codes: Vec::new(),
+            code_frames: frames,
+            cqt: Vec::new(),
+            cqt_frames: 0,
+            sources: Vec::new(),
+        };
         for (ds_index, audio, path, r) in picks {
             let mut crng = MaskRng::new(r);
             // A random 30 s segment (hop-aligned), then a random crop inside it.
@@ -213,28 +304,55 @@ impl DataPipeline {
 
     /// Codes [K, frames] of a crop: from the file's label file when it exists (written by `tokenize`, on the
     /// whole track as MERT does), else by running the teacher on the crop.
-    fn codes_for(&self, path: Option<&Path>, crop: &[f32], start: usize, frames: usize) -> Result<Vec<u16>> {
+    fn codes_for(
+        &self,
+        path: Option<&Path>,
+        crop: &[f32],
+        start: usize,
+        frames: usize,
+    ) -> Result<Vec<u16>> {
         let k = self.teacher.codebooks();
         if let Some(p) = path {
             let lp = label_path(p);
             if lp.exists() {
                 let (codes, kk, total, _) = read_labels(&lp)?;
-                ensure!(kk == k, "{}: {kk} codebooks, the run expects {k}", lp.display());
+                ensure!(
+                    kk == k,
+                    "{}: {kk} codebooks, the run expects {k}",
+                    lp.display()
+                );
                 let first = start / self.hop;
-                ensure!(first + frames <= total, "{}: {total} label frames, crop needs {}..{}", lp.display(), first, first + frames);
-                return Ok((0..k).flat_map(|q| codes[q * total + first..q * total + first + frames].iter().copied()).collect());
+                ensure!(
+                    first + frames <= total,
+                    "{}: {total} label frames, crop needs {}..{}",
+                    lp.display(),
+                    first,
+                    first + frames
+                );
+                return Ok((0..k)
+                    .flat_map(|q| {
+                        codes[q * total + first..q * total + first + frames]
+                            .iter()
+                            .copied()
+                    })
+                    .collect());
             }
         }
         let codes = self.teacher.encode(crop)?;
         let total = codes.len() / k;
         ensure!(total >= frames, "teacher gave {total} frames for {frames}");
-        Ok((0..k).flat_map(|q| codes[q * total..q * total + frames].iter().copied()).collect())
+        Ok((0..k)
+            .flat_map(|q| codes[q * total..q * total + frames].iter().copied())
+            .collect())
     }
 }
 
 /// A seed for one draw, mixing the run seed, the step, the micro-batch and a purpose tag (splitmix64).
 pub fn draw_seed(seed: u64, step: usize, micro: usize, tag: u64) -> u64 {
-    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (micro as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ tag.rotate_left(17);
+    let mut z = seed
+        ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (micro as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ tag.rotate_left(17);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -16,7 +16,13 @@ pub struct MixupConfig {
 
 /// Mix `audio` [B, L] in place; returns how many clips were augmented. A batch of one clip, or clips
 /// shorter than a noise segment, are left unchanged (fairseq's exception path).
-pub fn inbatch_noise_mixup(audio: &mut [f32], batch: usize, len: usize, cfg: &MixupConfig, rng: &mut MaskRng) -> usize {
+pub fn inbatch_noise_mixup(
+    audio: &mut [f32],
+    batch: usize,
+    len: usize,
+    cfg: &MixupConfig,
+    rng: &mut MaskRng,
+) -> usize {
     assert_eq!(audio.len(), batch * len);
     if batch < 2 || cfg.prob <= 0.0 {
         return 0;
@@ -29,7 +35,11 @@ pub fn inbatch_noise_mixup(audio: &mut [f32], batch: usize, len: usize, cfg: &Mi
         if rng.uniform() >= cfg.prob as f64 {
             continue;
         }
-        let pool: Vec<f32> = clean[..i * len].iter().chain(&clean[(i + 1) * len..]).copied().collect();
+        let pool: Vec<f32> = clean[..i * len]
+            .iter()
+            .chain(&clean[(i + 1) * len..])
+            .copied()
+            .collect();
         if pool.len() < cfg.max_samples || len < cfg.max_samples {
             continue;
         }
@@ -39,7 +49,10 @@ pub fn inbatch_noise_mixup(audio: &mut [f32], batch: usize, len: usize, cfg: &Mi
             let start = rng.below(pool.len() - cfg.max_samples + 1);
             let dur = cfg.min_samples + rng.below(cfg.max_samples - cfg.min_samples + 1);
             let pos = rng.below(len - dur + 1);
-            for (o, &p) in out[pos..pos + dur].iter_mut().zip(&pool[start..start + dur]) {
+            for (o, &p) in out[pos..pos + dur]
+                .iter_mut()
+                .zip(&pool[start..start + dur])
+            {
                 *o += p;
             }
         }
@@ -57,8 +70,16 @@ mod tests {
         // Clip i is the constant i+1: every added segment must come from other clips, so each sample of clip
         // i is (i+1) + a sum of other clips' constants, and at least min_samples samples changed.
         let (b, l) = (3, 30000);
-        let cfg = MixupConfig { prob: 1.0, min_samples: 12000, max_samples: 24000, min_count: 1, max_count: 3 };
-        let mut audio: Vec<f32> = (0..b).flat_map(|i| std::iter::repeat_n((i + 1) as f32, l)).collect();
+        let cfg = MixupConfig {
+            prob: 1.0,
+            min_samples: 12000,
+            max_samples: 24000,
+            min_count: 1,
+            max_count: 3,
+        };
+        let mut audio: Vec<f32> = (0..b)
+            .flat_map(|i| std::iter::repeat_n((i + 1) as f32, l))
+            .collect();
         let mut rng = MaskRng::new(5);
         assert_eq!(inbatch_noise_mixup(&mut audio, b, l, &cfg, &mut rng), 3);
         for i in 0..b {
@@ -75,17 +96,35 @@ mod tests {
 
     #[test]
     fn probability_zero_and_single_clip_leave_audio_unchanged() {
-        let cfg = MixupConfig { prob: 0.0, min_samples: 10, max_samples: 20, min_count: 1, max_count: 3 };
+        let cfg = MixupConfig {
+            prob: 0.0,
+            min_samples: 10,
+            max_samples: 20,
+            min_count: 1,
+            max_count: 3,
+        };
         let mut audio = vec![0.5f32; 200];
-        assert_eq!(inbatch_noise_mixup(&mut audio, 2, 100, &cfg, &mut MaskRng::new(1)), 0);
+        assert_eq!(
+            inbatch_noise_mixup(&mut audio, 2, 100, &cfg, &mut MaskRng::new(1)),
+            0
+        );
         let cfg = MixupConfig { prob: 1.0, ..cfg };
-        assert_eq!(inbatch_noise_mixup(&mut audio[..100], 1, 100, &cfg, &mut MaskRng::new(1)), 0);
+        assert_eq!(
+            inbatch_noise_mixup(&mut audio[..100], 1, 100, &cfg, &mut MaskRng::new(1)),
+            0
+        );
         assert!(audio.iter().all(|&v| v == 0.5));
     }
 
     #[test]
     fn augmentation_rate_follows_prob() {
-        let cfg = MixupConfig { prob: 0.5, min_samples: 10, max_samples: 20, min_count: 1, max_count: 1 };
+        let cfg = MixupConfig {
+            prob: 0.5,
+            min_samples: 10,
+            max_samples: 20,
+            min_count: 1,
+            max_count: 1,
+        };
         let mut rng = MaskRng::new(9);
         let mut total = 0;
         for _ in 0..500 {
@@ -93,6 +132,9 @@ mod tests {
             total += inbatch_noise_mixup(&mut audio, 4, 100, &cfg, &mut rng);
         }
         // 2000 Bernoulli(0.5) draws: mean 1000, sd 22.4; 5 sd bound.
-        assert!((total as i64 - 1000).abs() < 112, "{total} of 2000 augmented");
+        assert!(
+            (total as i64 - 1000).abs() < 112,
+            "{total} of 2000 augmented"
+        );
     }
 }

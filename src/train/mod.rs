@@ -1,11 +1,11 @@
 //! Training: masking, losses, optimiser, schedules, the loop.
-pub mod masking;
-pub mod objective;
-pub mod config;
-pub mod optim;
-pub mod schedule;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
+pub mod masking;
 pub mod mixup;
+pub mod objective;
+pub mod optim;
 pub mod plot;
+pub mod schedule;
 pub mod trainer;

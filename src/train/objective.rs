@@ -12,8 +12,13 @@ use crate::tensor::Tensor;
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 
-pub const HEAD_NAMES: [&str; 5] =
-    ["final_proj.weight", "final_proj.bias", "label_embs_concat", "encoder_cqt_model.fc.weight", "encoder_cqt_model.fc.bias"];
+pub const HEAD_NAMES: [&str; 5] = [
+    "final_proj.weight",
+    "final_proj.bias",
+    "label_embs_concat",
+    "encoder_cqt_model.fc.weight",
+    "encoder_cqt_model.fc.bias",
+];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct HeadsConfig {
@@ -27,7 +32,13 @@ pub struct HeadsConfig {
 
 impl Default for HeadsConfig {
     fn default() -> Self {
-        HeadsConfig { codebooks: 8, codewords: 1024, final_dim: 64, cqt_bins: 336, temperature: 0.1 }
+        HeadsConfig {
+            codebooks: 8,
+            codewords: 1024,
+            final_dim: 64,
+            cqt_bins: 336,
+            temperature: 0.1,
+        }
     }
 }
 
@@ -49,13 +60,21 @@ pub struct LossWeights {
 
 impl Default for LossWeights {
     fn default() -> Self {
-        LossWeights { codebook: 1.0, feature_penalty: 10.0, cqt: 1.0 }
+        LossWeights {
+            codebook: 1.0,
+            feature_penalty: 10.0,
+            cqt: 1.0,
+        }
     }
 }
 
 impl LossWeights {
     pub fn paper_alpha10() -> Self {
-        LossWeights { codebook: 10.0, feature_penalty: 10.0, cqt: 1.0 }
+        LossWeights {
+            codebook: 10.0,
+            feature_penalty: 10.0,
+            cqt: 1.0,
+        }
     }
 }
 
@@ -64,13 +83,20 @@ impl LossWeights {
 pub fn init_heads(model: &mut Mert, cfg: &HeadsConfig, seed: u64) -> Result<()> {
     let h = model.config.hidden_size;
     let mut rng = InitRng::new(seed ^ 0x4EAD_5EED);
-    let mut uniform = |n: usize, lo: f64, hi: f64| -> Vec<f32> { (0..n).map(|_| (lo + (hi - lo) * rng.uniform()) as f32).collect() };
+    let mut uniform = |n: usize, lo: f64, hi: f64| -> Vec<f32> {
+        (0..n)
+            .map(|_| (lo + (hi - lo) * rng.uniform()) as f32)
+            .collect()
+    };
     let b = 1.0 / (h as f64).sqrt();
     let kd = cfg.codebooks * cfg.final_dim;
     let tensors = [
         Tensor::from_f32(&[kd, h], uniform(kd * h, -b, b)),
         Tensor::from_f32(&[kd], uniform(kd, -b, b)),
-        Tensor::from_f32(&[cfg.codebooks * cfg.codewords, cfg.final_dim], uniform(cfg.codebooks * cfg.codewords * cfg.final_dim, 0.0, 1.0)),
+        Tensor::from_f32(
+            &[cfg.codebooks * cfg.codewords, cfg.final_dim],
+            uniform(cfg.codebooks * cfg.codewords * cfg.final_dim, 0.0, 1.0),
+        ),
         Tensor::from_f32(&[cfg.cqt_bins, h], uniform(cfg.cqt_bins * h, -b, b)),
         Tensor::from_f32(&[cfg.cqt_bins], uniform(cfg.cqt_bins, -b, b)),
     ];
@@ -89,7 +115,17 @@ pub fn init_heads(model: &mut Mert, cfg: &HeadsConfig, seed: u64) -> Result<()> 
 pub fn save_heads(model: &Mert, path: &Path) -> Result<()> {
     let tensors: Vec<(String, Tensor)> = HEAD_NAMES
         .iter()
-        .map(|n| Ok((n.to_string(), model.params.by_name(n).with_context(|| format!("head {n} missing"))?.value.clone())))
+        .map(|n| {
+            Ok((
+                n.to_string(),
+                model
+                    .params
+                    .by_name(n)
+                    .with_context(|| format!("head {n} missing"))?
+                    .value
+                    .clone(),
+            ))
+        })
         .collect::<Result<_>>()?;
     write_safetensors(path, &tensors, None)
 }
@@ -99,21 +135,46 @@ pub fn save_heads(model: &Mert, path: &Path) -> Result<()> {
 pub fn load_heads(model: &mut Mert, path: &Path, codebooks: usize) -> Result<HeadsConfig> {
     let raw = read_safetensors(path)?;
     let h = model.config.hidden_size;
-    let get = |n: &str| raw.get(n).with_context(|| format!("{}: head tensor {n} missing", path.display()));
+    let get = |n: &str| {
+        raw.get(n)
+            .with_context(|| format!("{}: head tensor {n} missing", path.display()))
+    };
     let (fp_shape, _) = get("final_proj.weight")?;
     let (emb_shape, _) = get("label_embs_concat")?;
     let (cqt_shape, _) = get("encoder_cqt_model.fc.weight")?;
-    ensure!(fp_shape.len() == 2 && fp_shape[1] == h && fp_shape[0] % codebooks == 0, "{}: final_proj.weight is {fp_shape:?}", path.display());
+    ensure!(
+        fp_shape.len() == 2 && fp_shape[1] == h && fp_shape[0] % codebooks == 0,
+        "{}: final_proj.weight is {fp_shape:?}",
+        path.display()
+    );
     let final_dim = fp_shape[0] / codebooks;
     ensure!(
         emb_shape.len() == 2 && emb_shape[1] == final_dim && emb_shape[0] % codebooks == 0,
         "{}: label_embs_concat is {emb_shape:?}, expected [{codebooks}*C, {final_dim}]",
         path.display()
     );
-    ensure!(cqt_shape.len() == 2 && cqt_shape[1] == h, "{}: encoder_cqt_model.fc.weight is {cqt_shape:?}", path.display());
-    let cfg = HeadsConfig { codebooks, codewords: emb_shape[0] / codebooks, final_dim, cqt_bins: cqt_shape[0], temperature: 0.1 };
-    ensure!(get("final_proj.bias")?.0 == [fp_shape[0]], "{}: final_proj.bias shape", path.display());
-    ensure!(get("encoder_cqt_model.fc.bias")?.0 == [cqt_shape[0]], "{}: encoder_cqt_model.fc.bias shape", path.display());
+    ensure!(
+        cqt_shape.len() == 2 && cqt_shape[1] == h,
+        "{}: encoder_cqt_model.fc.weight is {cqt_shape:?}",
+        path.display()
+    );
+    let cfg = HeadsConfig {
+        codebooks,
+        codewords: emb_shape[0] / codebooks,
+        final_dim,
+        cqt_bins: cqt_shape[0],
+        temperature: 0.1,
+    };
+    ensure!(
+        get("final_proj.bias")?.0 == [fp_shape[0]],
+        "{}: final_proj.bias shape",
+        path.display()
+    );
+    ensure!(
+        get("encoder_cqt_model.fc.bias")?.0 == [cqt_shape[0]],
+        "{}: encoder_cqt_model.fc.bias shape",
+        path.display()
+    );
     for name in HEAD_NAMES {
         let (shape, data) = get(name)?;
         let t = Tensor::from_f32(shape, data.to_f32_vec());
@@ -154,17 +215,54 @@ pub struct LossParts {
     pub accuracy: f32,
 }
 
-pub fn mert_loss(tape: &mut Tape, model: &Mert, heads: &HeadsConfig, batch: &PretrainBatch, weights: &LossWeights, opts: &ForwardOptions) -> Result<LossParts> {
+pub fn mert_loss(
+    tape: &mut Tape,
+    model: &Mert,
+    heads: &HeadsConfig,
+    batch: &PretrainBatch,
+    weights: &LossWeights,
+    opts: &ForwardOptions,
+) -> Result<LossParts> {
     let (b, _) = (batch.audio.shape()[0], batch.audio.shape()[1]);
     let frames = model.config.frames_for_samples(batch.audio.shape()[1]);
-    ensure!(frames > 0, "clips of {} samples give no frames", batch.audio.shape()[1]);
-    ensure!(batch.mask.len() == b * frames, "mask has {} entries for {b} x {frames} frames", batch.mask.len());
+    ensure!(
+        frames > 0,
+        "clips of {} samples give no frames",
+        batch.audio.shape()[1]
+    );
+    ensure!(
+        batch.mask.len() == b * frames,
+        "mask has {} entries for {b} x {frames} frames",
+        batch.mask.len()
+    );
     let k_total = heads.codebooks;
-    ensure!(batch.code_frames >= frames && batch.codes.len() == b * k_total * batch.code_frames, "codes: {} values for [{b}, {k_total}, {}] (need >= {frames} frames)", batch.codes.len(), batch.code_frames);
-    ensure!(batch.cqt_frames >= frames && batch.cqt.len() == b * batch.cqt_frames * heads.cqt_bins, "cqt target: {} values for [{b}, {}, {}] (need >= {frames} frames)", batch.cqt.len(), batch.cqt_frames, heads.cqt_bins);
-    ensure!(heads.codewords >= batch.codebook_size, "heads have {} rows per codebook, teacher has {} codes", heads.codewords, batch.codebook_size);
+    ensure!(
+        batch.code_frames >= frames && batch.codes.len() == b * k_total * batch.code_frames,
+        "codes: {} values for [{b}, {k_total}, {}] (need >= {frames} frames)",
+        batch.codes.len(),
+        batch.code_frames
+    );
+    ensure!(
+        batch.cqt_frames >= frames && batch.cqt.len() == b * batch.cqt_frames * heads.cqt_bins,
+        "cqt target: {} values for [{b}, {}, {}] (need >= {frames} frames)",
+        batch.cqt.len(),
+        batch.cqt_frames,
+        heads.cqt_bins
+    );
+    ensure!(
+        heads.codewords >= batch.codebook_size,
+        "heads have {} rows per codebook, teacher has {} codes",
+        heads.codewords,
+        batch.codebook_size
+    );
     let offset = heads.label_offset(batch.codebook_size) as i32;
-    let rows: Vec<usize> = batch.mask.iter().enumerate().filter(|(_, &m)| m != 0).map(|(i, _)| i).collect();
+    let rows: Vec<usize> = batch
+        .mask
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m != 0)
+        .map(|(i, _)| i)
+        .collect();
     if rows.is_empty() {
         bail!("no masked frames in the batch");
     }
@@ -186,18 +284,35 @@ pub fn mert_loss(tape: &mut Tape, model: &Mert, heads: &HeadsConfig, batch: &Pre
     let x = out.hidden_states.last().expect("at least one hidden state");
     let xm = loss::gather_rows(tape, x, &rows)?;
     let p = |tape: &mut Tape, n: &str| -> Result<Var> {
-        let id = model.params.id(n).with_context(|| format!("head {n} missing: initialise or load the heads"))?;
+        let id = model
+            .params
+            .id(n)
+            .with_context(|| format!("head {n} missing: initialise or load the heads"))?;
         Ok(tape.param(&model.params, id))
     };
-    let (fw, fb, emb) = (p(tape, "final_proj.weight")?, p(tape, "final_proj.bias")?, p(tape, "label_embs_concat")?);
+    let (fw, fb, emb) = (
+        p(tape, "final_proj.weight")?,
+        p(tape, "final_proj.bias")?,
+        p(tape, "label_embs_concat")?,
+    );
     let proj = nn::linear(tape, &xm, &fw, Some(&fb))?;
     let (ce, correct) = loss::nce_loss(tape, &proj, &emb, &targets, k_total, heads.temperature)?;
-    let (cw, cb) = (p(tape, "encoder_cqt_model.fc.weight")?, p(tape, "encoder_cqt_model.fc.bias")?);
+    let (cw, cb) = (
+        p(tape, "encoder_cqt_model.fc.weight")?,
+        p(tape, "encoder_cqt_model.fc.bias")?,
+    );
     let cqt_pred = nn::linear(tape, &xm, &cw, Some(&cb))?;
     let mse = loss::mse(tape, &cqt_pred, &cqt_target)?;
     let pen = loss::mean_square(tape, &out.features);
     let n = n_m as f32;
-    let total = loss::weighted_sum(tape, &[(&ce, weights.codebook / n), (&pen, weights.feature_penalty), (&mse, weights.cqt)])?;
+    let total = loss::weighted_sum(
+        tape,
+        &[
+            (&ce, weights.codebook / n),
+            (&pen, weights.feature_penalty),
+            (&mse, weights.cqt),
+        ],
+    )?;
     Ok(LossParts {
         codebook_ce: ce.data()[0] / n,
         feature_penalty: pen.data()[0],

@@ -3,6 +3,7 @@
 
 use crate::autograd::Tape;
 use crate::model::mert::{ForwardOptions, Mert};
+use crate::tensor::Tensor;
 use crate::train::checkpoint::{latest_checkpoint, read_state, save_checkpoint, TrainState};
 use crate::train::config::TrainConfig;
 use crate::train::data::{draw_seed, DataPipeline};
@@ -11,7 +12,6 @@ use crate::train::mixup::{inbatch_noise_mixup, MixupConfig};
 use crate::train::objective::{load_heads, mert_loss, HeadsConfig, LossWeights, PretrainBatch};
 use crate::train::optim::{clip_grad_norm, AdamW, ParamGroup, StepOutcome};
 use crate::train::schedule::{CosineStage, PolynomialDecay, StagedCosine};
-use crate::tensor::Tensor;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::Write;
@@ -59,10 +59,24 @@ impl Schedule {
             if cfg.stages.len() != 1 {
                 bail!("the polynomial schedule takes exactly one stage");
             }
-            Schedule::Polynomial(PolynomialDecay { peak_lr: s.lr_max as f64, end_lr: s.lr_min as f64, warmup: s.warmup(), total: s.steps, power: 1.0 })
+            Schedule::Polynomial(PolynomialDecay {
+                peak_lr: s.lr_max as f64,
+                end_lr: s.lr_min as f64,
+                warmup: s.warmup(),
+                total: s.steps,
+                power: 1.0,
+            })
         } else {
             Schedule::Cosine(StagedCosine::new(
-                cfg.stages.iter().map(|s| CosineStage { steps: s.steps, warmup: s.warmup(), eta_max: s.lr_max as f64, eta_min: s.lr_min as f64 }).collect(),
+                cfg.stages
+                    .iter()
+                    .map(|s| CosineStage {
+                        steps: s.steps,
+                        warmup: s.warmup(),
+                        eta_max: s.lr_max as f64,
+                        eta_min: s.lr_min as f64,
+                    })
+                    .collect(),
             )?)
         })
     }
@@ -83,23 +97,41 @@ fn locate(cfg: &TrainConfig, step: usize) -> (usize, usize) {
         }
         start += s.steps;
     }
-    (cfg.stages.len() - 1, start - cfg.stages.last().unwrap().steps)
+    (
+        cfg.stages.len() - 1,
+        start - cfg.stages.last().unwrap().steps,
+    )
 }
 
 fn optimizer_for(cfg: &TrainConfig, stage: usize) -> Result<AdamW> {
     let s = &cfg.stages[stage];
-    AdamW::new(vec![ParamGroup::all((s.betas[0] as f64, s.betas[1] as f64), s.eps as f64, s.weight_decay as f64)])
+    AdamW::new(vec![ParamGroup::all(
+        (s.betas[0] as f64, s.betas[1] as f64),
+        s.eps as f64,
+        s.weight_decay as f64,
+    )])
 }
 
 fn apply_freezing(model: &mut Mert, cfg: &TrainConfig, stage: usize) -> usize {
     model.params.set_frozen(&["*"], true);
-    let pats: Vec<&str> = cfg.stages[stage].trainable.iter().map(String::as_str).collect();
+    let pats: Vec<&str> = cfg.stages[stage]
+        .trainable
+        .iter()
+        .map(String::as_str)
+        .collect();
     model.params.set_frozen(&pats, false)
 }
 
 /// Run (or resume) training. `model` must already hold its heads. Returns the metrics of this invocation.
-pub fn train(cfg: &TrainConfig, model: &mut Mert, heads: &HeadsConfig, data: &DataPipeline, opts: &RunOptions) -> Result<Vec<StepMetrics>> {
-    std::fs::create_dir_all(&opts.run_dir).with_context(|| format!("creating {}", opts.run_dir.display()))?;
+pub fn train(
+    cfg: &TrainConfig,
+    model: &mut Mert,
+    heads: &HeadsConfig,
+    data: &DataPipeline,
+    opts: &RunOptions,
+) -> Result<Vec<StepMetrics>> {
+    std::fs::create_dir_all(&opts.run_dir)
+        .with_context(|| format!("creating {}", opts.run_dir.display()))?;
     let metrics_path = opts.run_dir.join("metrics.jsonl");
     let schedule = Schedule::new(cfg)?;
     let total = cfg.total_steps();
@@ -111,7 +143,10 @@ pub fn train(cfg: &TrainConfig, model: &mut Mert, heads: &HeadsConfig, data: &Da
             let state = read_state(&ckpt)?;
             let loaded = Mert::load(&ckpt.join("model"))?;
             for p in loaded.params.iter() {
-                let id = model.params.id(&p.name).with_context(|| format!("checkpoint has unknown parameter {}", p.name))?;
+                let id = model
+                    .params
+                    .id(&p.name)
+                    .with_context(|| format!("checkpoint has unknown parameter {}", p.name))?;
                 model.params.get_mut(id).value = p.value.clone();
             }
             load_heads(model, &ckpt.join("heads.safetensors"), heads.codebooks)?;
@@ -123,18 +158,43 @@ pub fn train(cfg: &TrainConfig, model: &mut Mert, heads: &HeadsConfig, data: &Da
             truncate_metrics(&metrics_path, start_step)?;
             eprintln!("resuming from {} at step {start_step}", ckpt.display());
         } else {
-            eprintln!("no checkpoint in {}: starting from step 0", opts.run_dir.display());
+            eprintln!(
+                "no checkpoint in {}: starting from step 0",
+                opts.run_dir.display()
+            );
         }
     }
     if start_step == 0 && metrics_path.exists() {
         std::fs::remove_file(&metrics_path)?;
     }
-    let mut metrics_file = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path)?;
-    let weights = LossWeights { codebook: cfg.objective.codebook_weight, feature_penalty: cfg.objective.feature_penalty_weight, cqt: cfg.objective.cqt_weight };
+    let mut metrics_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)?;
+    let weights = LossWeights {
+        codebook: cfg.objective.codebook_weight,
+        feature_penalty: cfg.objective.feature_penalty_weight,
+        cqt: cfg.objective.cqt_weight,
+    };
     let o = &cfg.objective;
-    let mixup = MixupConfig { prob: o.mixup_prob, min_samples: o.mixup_min_samples, max_samples: o.mixup_max_samples, min_count: o.mixup_min_count, max_count: o.mixup_max_count };
-    let bar = if opts.progress { indicatif::ProgressBar::new(total as u64) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta}  {msg}").unwrap());
+    let mixup = MixupConfig {
+        prob: o.mixup_prob,
+        min_samples: o.mixup_min_samples,
+        max_samples: o.mixup_max_samples,
+        min_count: o.mixup_min_count,
+        max_count: o.mixup_max_count,
+    };
+    let bar = if opts.progress {
+        indicatif::ProgressBar::new(total as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps {elapsed_precise} eta {eta}  {msg}",
+        )
+        .unwrap(),
+    );
     bar.set_position(start_step as u64);
     let mut out = Vec::new();
     let mut current_stage = usize::MAX;
@@ -148,7 +208,11 @@ pub fn train(cfg: &TrainConfig, model: &mut Mert, heads: &HeadsConfig, data: &Da
         if si != current_stage {
             let trainable = apply_freezing(model, cfg, si);
             if trainable == 0 {
-                bail!("stage {}: no parameter matches {:?}", stage.name, stage.trainable);
+                bail!(
+                    "stage {}: no parameter matches {:?}",
+                    stage.name,
+                    stage.trainable
+                );
             }
             if step == stage_start {
                 optimizer = optimizer_for(cfg, si)?; // a new stage starts with fresh optimiser state
@@ -159,16 +223,33 @@ pub fn train(cfg: &TrainConfig, model: &mut Mert, heads: &HeadsConfig, data: &Da
         let t0 = Instant::now();
         model.params.zero_grad();
         let micro = stage.micro_batch();
-        let (mut loss, mut ce, mut pen, mut mse, mut acc, mut masked) = (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize);
+        let (mut loss, mut ce, mut pen, mut mse, mut acc, mut masked) =
+            (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize);
         let mut audio_seconds = 0.0;
         for m in 0..stage.grad_accumulation {
             let crops = data.batch(stage, step, m, micro)?;
             let frames = model.config.frames_for_samples(crops.len);
             let mut mrng = MaskRng::new(draw_seed(cfg.seed, step, m, 0x3A5C));
-            let mask: Vec<u8> =
-                compute_mask_indices(crops.batch, frames, &vec![frames; crops.batch], o.mask_prob, o.mask_length, o.mask_min_spans, &mut mrng).into_iter().map(u8::from).collect();
+            let mask: Vec<u8> = compute_mask_indices(
+                crops.batch,
+                frames,
+                &vec![frames; crops.batch],
+                o.mask_prob,
+                o.mask_length,
+                o.mask_min_spans,
+                &mut mrng,
+            )
+            .into_iter()
+            .map(u8::from)
+            .collect();
             let mut audio = crops.audio.clone();
-            inbatch_noise_mixup(&mut audio, crops.batch, crops.len, &mixup, &mut MaskRng::new(draw_seed(cfg.seed, step, m, 0x313C)));
+            inbatch_noise_mixup(
+                &mut audio,
+                crops.batch,
+                crops.len,
+                &mixup,
+                &mut MaskRng::new(draw_seed(cfg.seed, step, m, 0x313C)),
+            );
             let batch = PretrainBatch {
                 audio: Tensor::from_f32(&[crops.batch, crops.len], audio),
                 codes: crops.codes,
@@ -178,7 +259,12 @@ pub fn train(cfg: &TrainConfig, model: &mut Mert, heads: &HeadsConfig, data: &Da
                 cqt_frames: crops.cqt_frames,
                 mask,
             };
-            let fopts = ForwardOptions { train: true, seed: draw_seed(cfg.seed, step, m, 0xD80F), mask_time: None, feature_grad_mult: Some(o.feature_grad_mult) };
+            let fopts = ForwardOptions {
+                train: true,
+                seed: draw_seed(cfg.seed, step, m, 0xD80F),
+                mask_time: None,
+                feature_grad_mult: Some(o.feature_grad_mult),
+            };
             let mut tape = Tape::new();
             let parts = mert_loss(&mut tape, model, heads, &batch, &weights, &fopts)?;
             let scale = 1.0 / stage.grad_accumulation as f32;
@@ -197,11 +283,17 @@ pub fn train(cfg: &TrainConfig, model: &mut Mert, heads: &HeadsConfig, data: &Da
         let skipped = if !loss.is_finite() || !norm.is_finite() {
             true
         } else {
-            matches!(optimizer.step(&mut model.params, lr)?, StepOutcome::SkippedNonFinite { .. })
+            matches!(
+                optimizer.step(&mut model.params, lr)?,
+                StepOutcome::SkippedNonFinite { .. }
+            )
         };
         if skipped {
             skips += 1;
-            eprintln!("step {step}: non-finite loss ({loss}) or gradient (norm {}); step skipped", norm.norm);
+            eprintln!(
+                "step {step}: non-finite loss ({loss}) or gradient (norm {}); step skipped",
+                norm.norm
+            );
             if skips >= MAX_CONSECUTIVE_SKIPS {
                 bail!("{skips} consecutive steps had a non-finite loss or gradient (last at step {step}); stopping. Lower the learning rate or check the data.");
             }
@@ -230,8 +322,15 @@ pub fn train(cfg: &TrainConfig, model: &mut Mert, heads: &HeadsConfig, data: &Da
         done_here += 1;
         let next = step + 1;
         let stage_end = next == stage_start + stage.steps;
-        if opts.checkpoint_every > 0 && (next % opts.checkpoint_every == 0 || stage_end || next == total) {
-            let state = TrainState { next_step: next, consecutive_skips: skips, seed: cfg.seed, config_toml: toml::to_string(cfg)? };
+        if opts.checkpoint_every > 0
+            && (next % opts.checkpoint_every == 0 || stage_end || next == total)
+        {
+            let state = TrainState {
+                next_step: next,
+                consecutive_skips: skips,
+                seed: cfg.seed,
+                config_toml: toml::to_string(cfg)?,
+            };
             save_checkpoint(&opts.run_dir, model, &optimizer, &state, 2)?;
         }
     }
@@ -247,7 +346,12 @@ fn truncate_metrics(path: &std::path::Path, next_step: usize) -> Result<()> {
     let text = std::fs::read_to_string(path)?;
     let kept: Vec<&str> = text
         .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| (s as usize) < next_step))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| (s as usize) < next_step)
+        })
         .collect();
     let mut body = kept.join("\n");
     if !body.is_empty() {

@@ -49,7 +49,11 @@ impl LstmLayer {
         let mut gates = vec![0.0f32; g_n];
         // W_hh · h per step: one contiguous block of gate rows per thread (the gemm crate's
         // vectorised kernels; a single-threaded call inside each task).
-        let rows_per_task = if std::env::var("EQ_SERIAL").is_ok() { g_n } else { g_n.div_ceil(num_threads().max(1)).max(ROWS_MIN) }; // TMP
+        let rows_per_task = if std::env::var("EQ_SERIAL").is_ok() {
+            g_n
+        } else {
+            g_n.div_ceil(num_threads().max(1)).max(ROWS_MIN)
+        }; // TMP
         for t in 0..steps {
             let pre = &gates_in[t * g_n..(t + 1) * g_n];
             for ((g, &p), &b) in gates.iter_mut().zip(pre).zip(&self.bias) {
@@ -61,17 +65,32 @@ impl LstmLayer {
                 .zip(self.w_hh.par_chunks(rows_per_task * h_n))
                 .for_each(|(gs, w)| {
                     let rows = gs.len();
-                    let a = MatRef {
-                        data: w,
-                        row_stride: h_n,
-                        col_stride: 1,
-                    };
-                    let b = MatRef {
-                        data: hp,
-                        row_stride: 1,
-                        col_stride: 1,
-                    };
-                    sgemm_strided(rows, 1, h_n, 1.0, a, b, gs, 1, 1, true, false);
+                    if std::env::var("EQ_T").is_ok() {
+                        // gsᵀ [1, rows] += hᵀ [1, H] · wᵀ [H, rows]
+                        let a = MatRef {
+                            data: hp,
+                            row_stride: h_n,
+                            col_stride: 1,
+                        };
+                        let b = MatRef {
+                            data: w,
+                            row_stride: 1,
+                            col_stride: h_n,
+                        };
+                        sgemm_strided(1, rows, h_n, 1.0, a, b, gs, rows, 1, true, false);
+                    } else {
+                        let a = MatRef {
+                            data: w,
+                            row_stride: h_n,
+                            col_stride: 1,
+                        };
+                        let b = MatRef {
+                            data: hp,
+                            row_stride: 1,
+                            col_stride: 1,
+                        };
+                        sgemm_strided(rows, 1, h_n, 1.0, a, b, gs, 1, 1, true, false);
+                    }
                 });
             let (gi, rest) = gates.split_at(h_n);
             let (gf, rest) = rest.split_at(h_n);
