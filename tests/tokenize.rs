@@ -79,15 +79,22 @@ fn label_files_round_trip_and_reject_bad_input() {
     // No temporary file left behind.
     assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
 
-    assert!(write_labels(&p, &codes, 3, 5, &meta()).is_err(), "shape mismatch");
+    assert!(
+        write_labels(&p, &codes, 3, 5, &meta()).is_err(),
+        "shape mismatch"
+    );
     let mut big = codes.clone();
     big[4] = 7;
-    assert!(write_labels(&p, &big, 2, 5, &meta()).is_err(), "code >= codebook_size");
+    assert!(
+        write_labels(&p, &big, 2, 5, &meta()).is_err(),
+        "code >= codebook_size"
+    );
 
     // Wrong dtype, missing metadata, out-of-range code, not safetensors.
     let write_raw = |name: &str, dtype: Dtype, bytes: &[u8], md: HashMap<String, String>| {
         let q = d.join(name);
-        let view = TensorView::new(dtype, vec![1, bytes.len() * 8 / dtype.bitsize()], bytes).unwrap();
+        let view =
+            TensorView::new(dtype, vec![1, bytes.len() * 8 / dtype.bitsize()], bytes).unwrap();
         safetensors::serialize_to_file([("codes", view)], Some(md), &q).unwrap();
         q
     };
@@ -140,10 +147,15 @@ fn code_file_has_one_i64_tensor_per_input() {
         assert_eq!(got, want, "{name}");
     }
     assert_eq!(st.tensor("one").unwrap().shape()[1], 16); // ceil(5000 / 320)
-    // Duplicate stems are refused.
+                                                          // Duplicate stems are refused.
     std::fs::create_dir_all(d.join("sub")).unwrap();
     std::fs::copy(&a, d.join("sub/one.wav")).unwrap();
-    let e = write_code_file(&t, &[a, d.join("sub/one.wav")], &out, &ProgressBar::hidden());
+    let e = write_code_file(
+        &t,
+        &[a, d.join("sub/one.wav")],
+        &out,
+        &ProgressBar::hidden(),
+    );
     assert!(e.is_err());
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -166,7 +178,10 @@ fn dataset_mode_labels_every_file_and_counts_codes() {
     let bar = ProgressBar::hidden();
 
     let s = label_dataset(&t, &dir, false, &bar).unwrap();
-    assert_eq!((s.dataset.as_str(), s.files, s.encoded, s.reused), ("makam", 3, 3, 0));
+    assert_eq!(
+        (s.dataset.as_str(), s.files, s.encoded, s.reused),
+        ("makam", 3, 3, 0)
+    );
     let mut counts = vec![0f64; 3 * 50];
     let mut frames_total = 0;
     for f in &files {
@@ -183,18 +198,28 @@ fn dataset_mode_labels_every_file_and_counts_codes() {
     }
     assert_eq!(s.frames, frames_total);
     let h = read_histogram(&dir.join(HISTOGRAM_FILE)).unwrap();
-    assert_eq!((h.dataset.as_str(), h.codebooks, h.codebook_size), ("makam", 3, 50));
+    assert_eq!(
+        (h.dataset.as_str(), h.codebooks, h.codebook_size),
+        ("makam", 3, 50)
+    );
     assert_eq!(h.counts, counts);
 
     // Up-to-date label files are reused; --force recomputes; a new seed makes them stale.
     let again = label_dataset(&t, &dir, false, &bar).unwrap();
     assert_eq!((again.encoded, again.reused), (0, 3));
-    assert_eq!(read_histogram(&dir.join(HISTOGRAM_FILE)).unwrap().counts, counts);
+    assert_eq!(
+        read_histogram(&dir.join(HISTOGRAM_FILE)).unwrap().counts,
+        counts
+    );
     let forced = label_dataset(&t, &dir, true, &bar).unwrap();
     assert_eq!((forced.encoded, forced.reused), (3, 0));
     let other = label_dataset(&small_teacher(10), &dir, false, &bar).unwrap();
     assert_eq!((other.encoded, other.reused), (3, 0));
-    assert!(read_labels(&label_path(&files[0])).unwrap().3.params.contains("seed=10"));
+    assert!(read_labels(&label_path(&files[0]))
+        .unwrap()
+        .3
+        .params
+        .contains("seed=10"));
 
     // A directory without audio is an error naming it.
     let empty = root.join("empty");

@@ -129,6 +129,8 @@ pub struct RandomProjectionTeacher {
     projections: Vec<f32>,
     /// [codebooks, codebook_size, dim], unit rows
     codewords: Vec<f32>,
+    /// The same, transposed per codebook: [codebooks, dim, codebook_size].
+    codewords_t: Vec<f32>,
 }
 
 impl RandomProjectionTeacher {
@@ -172,11 +174,21 @@ impl RandomProjectionTeacher {
                 codewords.extend(row.iter().map(|v| (v / norm) as f32));
             }
         }
+        let (c, d) = (cfg.codebook_size, cfg.dim);
+        let mut codewords_t = vec![0f32; codewords.len()];
+        for (k, book) in codewords.chunks_exact(c * d).enumerate() {
+            for (i, row) in book.chunks_exact(d).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    codewords_t[k * c * d + j * c + i] = v;
+                }
+            }
+        }
         Ok(RandomProjectionTeacher {
             cfg,
             mel,
             projections,
             codewords,
+            codewords_t,
         })
     }
 
@@ -238,18 +250,26 @@ impl RandomProjectionTeacher {
         }
     }
 
-    /// Code of one standardised frame in codebook k.
-    fn quantize(&self, k: usize, z: &[f32], y: &mut [f32]) -> u16 {
-        let dim = self.cfg.dim;
+    /// Code of one standardised frame in codebook k (`y`: dim scratch, `scores`: codebook_size scratch).
+    fn quantize(&self, k: usize, z: &[f32], y: &mut [f32], scores: &mut [f32]) -> u16 {
+        let (dim, size) = (self.cfg.dim, self.cfg.codebook_size);
         y.iter_mut().for_each(|v| *v = 0.0);
         for (&zm, prow) in z.iter().zip(self.projection(k).chunks_exact(dim)) {
             for (v, &p) in y.iter_mut().zip(prow) {
                 *v += zm * p;
             }
         }
+        // Scores of all codewords at once from the transposed codebook: the inner loop runs over
+        // contiguous codewords (vectorises), each score still summed over d in ascending order.
+        scores.iter_mut().for_each(|s| *s = 0.0);
+        let book_t = &self.codewords_t[k * size * dim..(k + 1) * size * dim];
+        for (&yd, col) in y.iter().zip(book_t.chunks_exact(size)) {
+            for (s, &e) in scores.iter_mut().zip(col) {
+                *s += yd * e;
+            }
+        }
         let mut best = (0usize, f32::NEG_INFINITY);
-        for (c, e) in self.codebook(k).chunks_exact(dim).enumerate() {
-            let s: f32 = e.iter().zip(y.iter()).map(|(a, b)| a * b).sum();
+        for (c, &s) in scores.iter().enumerate() {
             if s > best.1 {
                 best = (c, s);
             }
@@ -292,8 +312,9 @@ impl Teacher for RandomProjectionTeacher {
             .par_chunks(n_mels)
             .flat_map_iter(|z| {
                 let mut y = vec![0f32; self.cfg.dim];
+                let mut scores = vec![0f32; self.cfg.codebook_size];
                 (0..k_total)
-                    .map(|k| self.quantize(k, z, &mut y))
+                    .map(|k| self.quantize(k, z, &mut y, &mut scores))
                     .collect::<Vec<_>>()
             })
             .collect();

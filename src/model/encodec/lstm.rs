@@ -4,8 +4,7 @@
 //! Per layer the input projections of all steps are one GEMM, xs [T, in] · W_ihᵀ -> [T, 4H]; only
 //! W_hh · h stays sequential (a matrix-vector product per step, split over threads by gate rows).
 
-use crate::ops::gemm::{num_threads, sgemm, sgemm_strided, MatRef};
-use rayon::prelude::*;
+use crate::ops::gemm::sgemm;
 
 #[derive(Clone, Debug)]
 pub struct LstmLayer {
@@ -23,9 +22,6 @@ pub struct LstmLayer {
 pub struct Lstm {
     pub layers: Vec<LstmLayer>,
 }
-
-/// Fewest W_hh rows per parallel task: below that a task costs less than its scheduling.
-const ROWS_MIN: usize = 64;
 
 impl LstmLayer {
     /// xs [T, input] -> hidden states [T, H].
@@ -47,51 +43,20 @@ impl LstmLayer {
         let mut h = vec![0.0f32; h_n];
         let mut c = vec![0.0f32; h_n];
         let mut gates = vec![0.0f32; g_n];
-        // W_hh · h per step: one contiguous block of gate rows per thread (the gemm crate's
-        // vectorised kernels; a single-threaded call inside each task).
-        let rows_per_task = if std::env::var("EQ_SERIAL").is_ok() {
-            g_n
-        } else {
-            g_n.div_ceil(num_threads().max(1)).max(ROWS_MIN)
-        }; // TMP
         for t in 0..steps {
             let pre = &gates_in[t * g_n..(t + 1) * g_n];
             for ((g, &p), &b) in gates.iter_mut().zip(pre).zip(&self.bias) {
                 *g = p + b;
             }
-            let hp = &h;
-            gates
-                .par_chunks_mut(rows_per_task)
-                .zip(self.w_hh.par_chunks(rows_per_task * h_n))
-                .for_each(|(gs, w)| {
-                    let rows = gs.len();
-                    if std::env::var("EQ_T").is_ok() {
-                        // gsᵀ [1, rows] += hᵀ [1, H] · wᵀ [H, rows]
-                        let a = MatRef {
-                            data: hp,
-                            row_stride: h_n,
-                            col_stride: 1,
-                        };
-                        let b = MatRef {
-                            data: w,
-                            row_stride: 1,
-                            col_stride: h_n,
-                        };
-                        sgemm_strided(1, rows, h_n, 1.0, a, b, gs, rows, 1, true, false);
-                    } else {
-                        let a = MatRef {
-                            data: w,
-                            row_stride: h_n,
-                            col_stride: 1,
-                        };
-                        let b = MatRef {
-                            data: hp,
-                            row_stride: 1,
-                            col_stride: 1,
-                        };
-                        sgemm_strided(rows, 1, h_n, 1.0, a, b, gs, 1, 1, true, false);
-                    }
-                });
+            if std::env::var("EQ_T").is_ok() {
+                let half = g_n / 2;
+                let (g0, g1) = gates.split_at_mut(half);
+                let (w0, w1) = self.w_hh.split_at(half * h_n);
+                let hh = &h;
+                rayon::join(|| matvec_add(g0, w0, hh), || matvec_add(g1, w1, hh));
+            } else {
+                matvec_add(&mut gates, &self.w_hh, &h);
+            } // TMP
             let (gi, rest) = gates.split_at(h_n);
             let (gf, rest) = rest.split_at(h_n);
             let (gg, go) = rest.split_at(h_n);
@@ -123,6 +88,51 @@ impl Lstm {
 
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
+}
+
+/// y[i] += w[i, :] · h for w [y.len(), h.len()] row-major. The recurrence is a chain of small
+/// matrix-vector products (4 MB of W_hh each for the 24 kHz model), where a GEMM library's packing
+/// costs more than the product; one thread streams W_hh with AVX2 FMA (no barrier per step).
+fn matvec_add(y: &mut [f32], w: &[f32], h: &[f32]) {
+    assert_eq!(w.len(), y.len() * h.len(), "matvec_add: shapes");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features were detected at run time; the lengths were checked above.
+        unsafe { matvec_add_avx2(y, w, h) };
+        return;
+    }
+    for (yi, row) in y.iter_mut().zip(w.chunks_exact(h.len())) {
+        *yi += row.iter().zip(h).map(|(a, b)| a * b).sum::<f32>();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn matvec_add_avx2(y: &mut [f32], w: &[f32], h: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = h.len();
+    let n16 = n - n % 16;
+    for (yi, row) in y.iter_mut().zip(w.chunks_exact(n)) {
+        let (r, v) = (row.as_ptr(), h.as_ptr());
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut j = 0;
+        while j < n16 {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(j)), _mm256_loadu_ps(v.add(j)), a0);
+            a1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(r.add(j + 8)),
+                _mm256_loadu_ps(v.add(j + 8)),
+                a1,
+            );
+            j += 16;
+        }
+        let mut lanes = [0.0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a0, a1));
+        let mut sum: f32 = lanes.iter().sum();
+        for k in n16..n {
+            sum += row[k] * h[k];
+        }
+        *yi += sum;
+    }
 }
 
 /// [rows, cols] -> [cols, rows]
