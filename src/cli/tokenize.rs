@@ -63,12 +63,10 @@ pub fn build_teacher(args: &Args) -> Result<Box<dyn Teacher>> {
             seed: args.seed,
             ..RpConfig::default()
         })?)),
-        TeacherKind::Encodec => bail!(
-            "--teacher encodec is not built yet (model directory {}); use --teacher random-projection",
-            args.model
-                .as_ref()
-                .map_or("not given".to_string(), |p| p.display().to_string())
-        ),
+        TeacherKind::Encodec => match &args.model {
+            Some(dir) => Ok(Box::new(crate::model::encodec::EncodecTeacher::load(dir)?)),
+            None => bail!("--teacher encodec needs --model DIR (an HF EncodecModel directory)"),
+        },
     }
 }
 

@@ -137,10 +137,7 @@ fn build_teacher(cfg: &TrainConfig, teacher_model: Option<&Path>) -> Result<Arc<
             ))
         }
         "encodec" => match teacher_model {
-            Some(dir) => bail!(
-                "teacher \"encodec\" ({}): the EnCodec teacher is not wired yet",
-                dir.display()
-            ),
+            Some(dir) => Ok(Arc::new(crate::model::encodec::EncodecTeacher::load(dir)?)),
             None => bail!(
                 "teacher \"encodec\" needs --teacher-model DIR (an HF EncodecModel directory)"
             ),

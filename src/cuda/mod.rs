@@ -3,7 +3,9 @@
 //! [`crate::device::CudaDevice`] (GPU or host emulator). Shapes and semantics follow the CPU ops in
 //! `crate::ops` (forward overwrites, backward accumulates).
 
+pub mod attention;
 mod check;
+pub mod conv1d;
 pub mod elementwise;
 pub mod gelu;
 pub mod gemm;

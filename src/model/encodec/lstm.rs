@@ -48,15 +48,7 @@ impl LstmLayer {
             for ((g, &p), &b) in gates.iter_mut().zip(pre).zip(&self.bias) {
                 *g = p + b;
             }
-            if std::env::var("EQ_T").is_ok() {
-                let half = g_n / 2;
-                let (g0, g1) = gates.split_at_mut(half);
-                let (w0, w1) = self.w_hh.split_at(half * h_n);
-                let hh = &h;
-                rayon::join(|| matvec_add(g0, w0, hh), || matvec_add(g1, w1, hh));
-            } else {
-                matvec_add(&mut gates, &self.w_hh, &h);
-            } // TMP
+            matvec_add(&mut gates, &self.w_hh, &h);
             let (gi, rest) = gates.split_at(h_n);
             let (gf, rest) = rest.split_at(h_n);
             let (gg, go) = rest.split_at(h_n);

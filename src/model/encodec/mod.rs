@@ -253,7 +253,6 @@ impl EncodecTeacher {
         let (mut x, mut len, mut ch) = (samples.to_vec(), samples.len(), 1usize);
         let mut pre_lstm = Vec::new();
         for stage in &self.stages {
-            let t0 = std::time::Instant::now(); // PROFILE
             match stage {
                 Stage::Conv(c) => {
                     x = c.forward(&x, len);
@@ -267,11 +266,6 @@ impl EncodecTeacher {
                     x = l.forward(&x, ch, len);
                 }
             }
-            eprintln!(
-                "PROFILE {:?} ch {ch} len {len}: {:.2?}",
-                std::mem::discriminant(stage),
-                t0.elapsed()
-            ); // PROFILE
         }
         debug_assert_eq!(len, self.frames(samples.len()));
         Ok((x, pre_lstm))

@@ -148,12 +148,12 @@ impl ResBlock {
             Some(sc) => {
                 let s = sc.forward(x, len);
                 for (a, b) in y.iter_mut().zip(&s) {
-                    *a = *b + *a;
+                    *a += *b;
                 }
             }
             None => {
                 for (a, b) in y.iter_mut().zip(x) {
-                    *a = *b + *a;
+                    *a += *b;
                 }
             }
         }

@@ -1,0 +1,152 @@
+//! Launchers for `kernels/conv1d.cu`: direct nn.Conv1d forward and backward (stride, zero padding,
+//! groups), f32, with the contracts of `crate::ops::conv1d` (forward overwrites, backward accumulates).
+
+use anyhow::{ensure, Result};
+
+use super::{check, registry};
+use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
+use crate::ops::conv1d::Conv1dShape;
+
+const THREADS: u32 = 256;
+/// Cap of the grid-stride launches (blocks).
+const MAX_BLOCKS: u32 = 1 << 16;
+
+/// The shape checks of `Conv1dShape` as errors; returns the int arguments shared by every kernel:
+/// B, Cin, Cout, Lin, Lout, K, stride, pad, G.
+fn dims(s: &Conv1dShape) -> Result<[i32; 9]> {
+    ensure!(
+        s.groups > 0 && s.stride > 0 && s.kernel > 0,
+        "conv1d: bad shape {s:?}"
+    );
+    ensure!(
+        s.in_channels % s.groups == 0 && s.out_channels % s.groups == 0,
+        "conv1d: channels not divisible by groups in {s:?}"
+    );
+    ensure!(
+        s.in_len + 2 * s.padding >= s.kernel,
+        "conv1d: input shorter than the kernel in {s:?}"
+    );
+    let lout = s.out_len();
+    check::int("conv1d x size", s.batch * s.in_channels * s.in_len)?;
+    check::int("conv1d out size", s.batch * s.out_channels * lout)?;
+    check::int(
+        "conv1d weight size",
+        s.out_channels * s.in_channels * s.kernel,
+    )?;
+    check::int("conv1d batch*out_len", s.batch * lout)?;
+    Ok([
+        check::int("conv1d batch", s.batch)?,
+        check::int("conv1d in_channels", s.in_channels)?,
+        check::int("conv1d out_channels", s.out_channels)?,
+        check::int("conv1d in_len", s.in_len)?,
+        check::int("conv1d out_len", lout)?,
+        check::int("conv1d kernel", s.kernel)?,
+        check::int("conv1d stride", s.stride)?,
+        check::int("conv1d padding", s.padding)?,
+        check::int("conv1d groups", s.groups)?,
+    ])
+}
+
+fn with_dims<'a>(mut args: KernelArgs<'a>, d: &[i32]) -> KernelArgs<'a> {
+    for &v in d {
+        args = args.i32(v);
+    }
+    args
+}
+
+/// out [B, Cout, Lout] = conv1d(x [B, Cin, Lin], weight [Cout, Cin/G, K]) (+ bias [Cout]).
+pub fn conv1d_forward(
+    dev: &CudaDevice,
+    out: &mut DeviceBuffer<f32>,
+    x: &DeviceBuffer<f32>,
+    weight: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f32>>,
+    s: &Conv1dShape,
+) -> Result<()> {
+    let d = dims(s)?;
+    let n = s.batch * s.out_channels * s.out_len();
+    check::len("conv1d x", x, s.batch * s.in_channels * s.in_len)?;
+    check::len(
+        "conv1d weight",
+        weight,
+        s.out_channels * (s.in_channels / s.groups) * s.kernel,
+    )?;
+    check::len("conv1d out", out, n)?;
+    if let Some(b) = bias {
+        check::len("conv1d bias", b, s.out_channels)?;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let args = KernelArgs::new()
+        .buf_mut(out)
+        .buf(x)
+        .buf(weight)
+        .opt_buf(bias);
+    dev.launch(
+        &registry::CONV1D_FORWARD_F32,
+        LaunchConfig::for_elements(n, THREADS, MAX_BLOCKS),
+        with_dims(args, &d),
+    )
+}
+
+/// Accumulates dx, dweight, dbias (each only if given).
+#[allow(clippy::too_many_arguments)]
+pub fn conv1d_backward(
+    dev: &CudaDevice,
+    dx: Option<&mut DeviceBuffer<f32>>,
+    dweight: Option<&mut DeviceBuffer<f32>>,
+    dbias: Option<&mut DeviceBuffer<f32>>,
+    dout: &DeviceBuffer<f32>,
+    x: &DeviceBuffer<f32>,
+    weight: &DeviceBuffer<f32>,
+    s: &Conv1dShape,
+) -> Result<()> {
+    let d = dims(s)?;
+    let (nx, nw) = (
+        s.batch * s.in_channels * s.in_len,
+        s.out_channels * (s.in_channels / s.groups) * s.kernel,
+    );
+    check::len("conv1d dout", dout, s.batch * s.out_channels * s.out_len())?;
+    check::len("conv1d x", x, nx)?;
+    check::len("conv1d weight", weight, nw)?;
+    if let Some(dx) = dx {
+        check::len("conv1d dx", dx, nx)?;
+        if nx > 0 {
+            let args = KernelArgs::new().buf_mut(dx).buf(dout).buf(weight);
+            dev.launch(
+                &registry::CONV1D_BACKWARD_DX_F32,
+                LaunchConfig::for_elements(nx, THREADS, MAX_BLOCKS),
+                with_dims(args, &d),
+            )?;
+        }
+    }
+    if let Some(dw) = dweight {
+        check::len("conv1d dweight", dw, nw)?;
+        if nw > 0 {
+            let args = KernelArgs::new().buf_mut(dw).buf(dout).buf(x);
+            dev.launch(
+                &registry::CONV1D_BACKWARD_DWEIGHT_F32,
+                LaunchConfig::new((nw as u32, 1, 1), (THREADS, 1, 1)),
+                with_dims(args, &d),
+            )?;
+        }
+    }
+    if let Some(db) = dbias {
+        check::len("conv1d dbias", db, s.out_channels)?;
+        if s.out_channels > 0 {
+            let args = KernelArgs::new()
+                .buf_mut(db)
+                .buf(dout)
+                .i32(d[0])
+                .i32(d[2])
+                .i32(d[4]);
+            dev.launch(
+                &registry::CONV1D_BACKWARD_DBIAS_F32,
+                LaunchConfig::new((s.out_channels as u32, 1, 1), (THREADS, 1, 1)),
+                args,
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! The model kernels (attention, conv1d, group norm, AdamW, dropout) run on the host emulator against
+//! the CPU oracle (`culturemert_raw::ops`, `culturemert_raw::train::optim`) on ragged shapes, under two
+//! scheduling orders. Tolerances: |emu - cpu| / (1 + |cpu|) <= 4 n eps with n the length of the
+//! longest reduction feeding the value (f32 summation in a different order); the dropout mask and
+//! purely elementwise results must agree bit for bit.
+
+use culturemert_raw::cuda::{attention, conv1d};
+use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::ops;
+
+const ORDERS: [Schedule; 2] = [Schedule::Forward, Schedule::Reverse];
+
+/// Deterministic uniform values in [lo, hi) (splitmix64).
+fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9e3779b97f4a7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+            z ^= z >> 31;
+            lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// Largest |got - want| / (1 + |want|); equal infinities count as exact, any other non-finite panics.
+fn max_rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| {
+            if g.is_infinite() && g == w {
+                return 0.0;
+            }
+            assert!(g.is_finite(), "non-finite result {g} (want {w})");
+            (g - w).abs() / (1.0 + w.abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let err = max_rel_err(got, want);
+    println!("{what}: max rel err {err:.3e} (tol {tol:.1e})");
+    assert!(err <= tol, "{what}: max rel err {err:.3e} > {tol:.1e}");
+}
+
+/// 4 n eps: the bound for an f32 reduction of n terms summed in another order.
+fn sum_tol(n: usize) -> f32 {
+    4.0 * n as f32 * f32::EPSILON
+}
+
+/// One attention case: forward (out, lse) and backward (dq, dk, dv accumulated onto non-zero
+/// values) vs `ops::attention`. Batch item b masks the keys j with (j + 3b) % 5 == 0 and, for
+/// b == 2, every key (a row without a valid key: out 0, lse -inf, no gradient).
+fn attention_case(batch: usize, seq: usize, heads: usize, head_dim: usize) {
+    let s = ops::attention::AttentionShape {
+        batch,
+        seq,
+        heads,
+        head_dim,
+    };
+    let n = batch * seq * heads * head_dim;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let q = random(n, 1, -2.0, 2.0);
+    let k = random(n, 2, -2.0, 2.0);
+    let v = random(n, 3, -1.0, 1.0);
+    let dout = random(n, 4, -1.0, 1.0);
+    let valid: Vec<u8> = (0..batch * seq)
+        .map(|i| {
+            let (b, j) = (i / seq, i % seq);
+            u8::from(b != 2 && (j + 3 * b) % 5 != 0)
+        })
+        .collect();
+    let (dq0, dk0, dv0) = (
+        random(n, 5, -1.0, 1.0),
+        random(n, 6, -1.0, 1.0),
+        random(n, 7, -1.0, 1.0),
+    );
+    let mut out = vec![0.0; n];
+    let mut lse = vec![0.0; batch * heads * seq];
+    ops::attention::attention_forward(&mut out, &mut lse, &q, &k, &v, Some(&valid), &s, scale);
+    let (mut dq, mut dk, mut dv) = (dq0.clone(), dk0.clone(), dv0.clone());
+    ops::attention::attention_backward(
+        &mut dq,
+        &mut dk,
+        &mut dv,
+        &dout,
+        &q,
+        &k,
+        &v,
+        &out,
+        &lse,
+        Some(&valid),
+        &s,
+        scale,
+    );
+    // out and lse reduce over T keys (and D for the scores); the gradients chain two such sums.
+    let (fwd_tol, bwd_tol) = (sum_tol(seq + head_dim), sum_tol(2 * (seq + head_dim)));
+    for order in ORDERS {
+        let dev = CudaDevice::emulated_with(order);
+        let (gq, gk, gv, gdo, gvalid) = (
+            dev.htod(&q).unwrap(),
+            dev.htod(&k).unwrap(),
+            dev.htod(&v).unwrap(),
+            dev.htod(&dout).unwrap(),
+            dev.htod(&valid).unwrap(),
+        );
+        let mut gout = dev.alloc::<f32>(n).unwrap();
+        let mut glse = dev.alloc::<f32>(lse.len()).unwrap();
+        attention::attention_forward(
+            &dev,
+            &mut gout,
+            &mut glse,
+            &gq,
+            &gk,
+            &gv,
+            Some(&gvalid),
+            &s,
+            scale,
+        )
+        .unwrap();
+        let tag = format!("attention B{batch} T{seq} H{heads} D{head_dim} {order:?}");
+        assert_close(
+            &format!("{tag} out"),
+            &dev.dtoh(&gout).unwrap(),
+            &out,
+            fwd_tol,
+        );
+        assert_close(
+            &format!("{tag} lse"),
+            &dev.dtoh(&glse).unwrap(),
+            &lse,
+            fwd_tol,
+        );
+        let (mut gdq, mut gdk, mut gdv) = (
+            dev.htod(&dq0).unwrap(),
+            dev.htod(&dk0).unwrap(),
+            dev.htod(&dv0).unwrap(),
+        );
+        let mut delta = dev.alloc::<f32>(lse.len()).unwrap();
+        // Backward from the CPU's out/lse, so only the backward kernels are under test here.
+        let (cpu_out, cpu_lse) = (dev.htod(&out).unwrap(), dev.htod(&lse).unwrap());
+        attention::attention_backward(
+            &dev,
+            &mut gdq,
+            &mut gdk,
+            &mut gdv,
+            &mut delta,
+            &gdo,
+            &gq,
+            &gk,
+            &gv,
+            &cpu_out,
+            &cpu_lse,
+            Some(&gvalid),
+            &s,
+            scale,
+        )
+        .unwrap();
+        assert_close(&format!("{tag} dq"), &dev.dtoh(&gdq).unwrap(), &dq, bwd_tol);
+        assert_close(&format!("{tag} dk"), &dev.dtoh(&gdk).unwrap(), &dk, bwd_tol);
+        assert_close(&format!("{tag} dv"), &dev.dtoh(&gdv).unwrap(), &dv, bwd_tol);
+    }
+}
+
+#[test]
+fn attention_head_dim_64_masked_keys() {
+    attention_case(2, 37, 2, 64);
+}
+
+#[test]
+fn attention_head_dim_8_with_fully_masked_item() {
+    attention_case(3, 61, 3, 8);
+}
+
+#[test]
+fn attention_rejects_head_dim_above_64() {
+    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let s = ops::attention::AttentionShape {
+        batch: 1,
+        seq: 3,
+        heads: 1,
+        head_dim: 65,
+    };
+    let x = dev.alloc_zeros::<f32>(3 * 65).unwrap();
+    let mut out = dev.alloc_zeros::<f32>(3 * 65).unwrap();
+    let mut lse = dev.alloc_zeros::<f32>(3).unwrap();
+    let err = attention::attention_forward(&dev, &mut out, &mut lse, &x, &x, &x, None, &s, 1.0);
+    assert!(err.is_err());
+}
+
+/// conv1d forward and backward (dx, dweight, dbias accumulated onto non-zero values) vs `ops::conv1d`.
+fn conv1d_case(s: ops::conv1d::Conv1dShape) {
+    let lout = s.out_len();
+    let cin_g = s.in_channels / s.groups;
+    let (nx, nw, ny) = (
+        s.batch * s.in_channels * s.in_len,
+        s.out_channels * cin_g * s.kernel,
+        s.batch * s.out_channels * lout,
+    );
+    let x = random(nx, 30, -1.0, 1.0);
+    let w = random(nw, 31, -1.0, 1.0);
+    let bias = random(s.out_channels, 32, -1.0, 1.0);
+    let dout = random(ny, 33, -1.0, 1.0);
+    let (dx0, dw0, db0) = (
+        random(nx, 34, -1.0, 1.0),
+        random(nw, 35, -1.0, 1.0),
+        random(s.out_channels, 36, -1.0, 1.0),
+    );
+    let mut out = vec![0.0; ny];
+    ops::conv1d::conv1d_forward(&mut out, &x, &w, Some(&bias), &s);
+    let (mut dx, mut dw, mut db) = (dx0.clone(), dw0.clone(), db0.clone());
+    ops::conv1d::conv1d_backward(
+        Some(&mut dx),
+        Some(&mut dw),
+        Some(&mut db),
+        &dout,
+        &x,
+        &w,
+        &s,
+    );
+    let cout_g = s.out_channels / s.groups;
+    for order in ORDERS {
+        let dev = CudaDevice::emulated_with(order);
+        let (gx, gw, gb, gdo) = (
+            dev.htod(&x).unwrap(),
+            dev.htod(&w).unwrap(),
+            dev.htod(&bias).unwrap(),
+            dev.htod(&dout).unwrap(),
+        );
+        let mut gout = dev.alloc::<f32>(ny).unwrap();
+        conv1d::conv1d_forward(&dev, &mut gout, &gx, &gw, Some(&gb), &s).unwrap();
+        let tag = format!(
+            "conv1d Cin{} Cout{} L{} K{} s{} p{} G{} {order:?}",
+            s.in_channels, s.out_channels, s.in_len, s.kernel, s.stride, s.padding, s.groups
+        );
+        let red = cin_g * s.kernel + 1;
+        assert_close(
+            &format!("{tag} out"),
+            &dev.dtoh(&gout).unwrap(),
+            &out,
+            sum_tol(red),
+        );
+        let (mut gdx, mut gdw, mut gdb) = (
+            dev.htod(&dx0).unwrap(),
+            dev.htod(&dw0).unwrap(),
+            dev.htod(&db0).unwrap(),
+        );
+        conv1d::conv1d_backward(
+            &dev,
+            Some(&mut gdx),
+            Some(&mut gdw),
+            Some(&mut gdb),
+            &gdo,
+            &gx,
+            &gw,
+            &s,
+        )
+        .unwrap();
+        let red_dx = cout_g * s.kernel + 1;
+        let red_w = s.batch * lout + 1;
+        assert_close(
+            &format!("{tag} dx"),
+            &dev.dtoh(&gdx).unwrap(),
+            &dx,
+            sum_tol(red_dx),
+        );
+        assert_close(
+            &format!("{tag} dw"),
+            &dev.dtoh(&gdw).unwrap(),
+            &dw,
+            sum_tol(red_w),
+        );
+        assert_close(
+            &format!("{tag} db"),
+            &dev.dtoh(&gdb).unwrap(),
+            &db,
+            sum_tol(red_w),
+        );
+    }
+}
+
+fn conv_shape(
+    batch: usize,
+    in_channels: usize,
+    out_channels: usize,
+    in_len: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+) -> ops::conv1d::Conv1dShape {
+    ops::conv1d::Conv1dShape {
+        batch,
+        in_channels,
+        out_channels,
+        in_len,
+        kernel,
+        stride,
+        padding,
+        groups,
+    }
+}
+
+#[test]
+fn conv1d_grouped_strided_padded() {
+    conv1d_case(conv_shape(2, 6, 4, 37, 5, 2, 2, 2));
+}
+
+#[test]
+fn conv1d_waveform_layer_k10_s5() {
+    conv1d_case(conv_shape(2, 1, 5, 61, 10, 5, 0, 1));
+}
+
+#[test]
+fn conv1d_many_channels_k3_s2_and_positional_like_groups() {
+    // cin_g >= 32 with a short kernel: the CPU takes its tap-wise GEMM path.
+    conv1d_case(conv_shape(2, 33, 6, 23, 3, 2, 0, 1));
+    // Same-length grouped conv (even kernel, padding K/2), like the positional conv.
+    conv1d_case(conv_shape(1, 8, 8, 29, 8, 1, 4, 4));
+}
+
+#[test]
+fn conv1d_rejects_bad_groups() {
+    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let s = conv_shape(1, 6, 4, 10, 3, 1, 0, 4);
+    let buf = dev.alloc_zeros::<f32>(64).unwrap();
+    let mut out = dev.alloc_zeros::<f32>(64).unwrap();
+    assert!(conv1d::conv1d_forward(&dev, &mut out, &buf, &buf, None, &s).is_err());
+}
