@@ -4,7 +4,7 @@
 //! longest reduction feeding the value (f32 summation in a different order); the dropout mask and
 //! purely elementwise results must agree bit for bit.
 
-use culturemert_raw::cuda::{attention, conv1d};
+use culturemert_raw::cuda::{attention, conv1d, group_norm};
 use culturemert_raw::device::{CudaDevice, Schedule};
 use culturemert_raw::ops;
 
@@ -329,4 +329,119 @@ fn conv1d_rejects_bad_groups() {
     let buf = dev.alloc_zeros::<f32>(64).unwrap();
     let mut out = dev.alloc_zeros::<f32>(64).unwrap();
     assert!(conv1d::conv1d_forward(&dev, &mut out, &buf, &buf, None, &s).is_err());
+}
+
+/// group norm forward (out, mean, rstd) and backward (accumulated onto non-zero values) vs
+/// `ops::group_norm`.
+fn group_norm_case(batch: usize, channels: usize, len: usize, groups: usize) {
+    let (n, ng, eps) = (batch * channels * len, batch * groups, 1e-5);
+    let x = random(n, 40, -2.0, 3.0);
+    let w = random(channels, 41, 0.5, 1.5);
+    let b = random(channels, 42, -0.5, 0.5);
+    let dout = random(n, 43, -1.0, 1.0);
+    let (dx0, dw0, db0) = (
+        random(n, 44, -1.0, 1.0),
+        random(channels, 45, -1.0, 1.0),
+        random(channels, 46, -1.0, 1.0),
+    );
+    let (mut out, mut mean, mut rstd) = (vec![0.0; n], vec![0.0; ng], vec![0.0; ng]);
+    ops::group_norm::group_norm_forward(
+        &mut out, &mut mean, &mut rstd, &x, &w, &b, batch, channels, len, groups, eps,
+    );
+    let (mut dx, mut dw, mut db) = (dx0.clone(), dw0.clone(), db0.clone());
+    ops::group_norm::group_norm_backward(
+        Some(&mut dx),
+        Some(&mut dw),
+        Some(&mut db),
+        &dout,
+        &x,
+        &w,
+        &mean,
+        &rstd,
+        batch,
+        channels,
+        len,
+        groups,
+    );
+    let group_size = channels / groups * len;
+    for order in ORDERS {
+        let dev = CudaDevice::emulated_with(order);
+        let (gx, gw, gb, gdo) = (
+            dev.htod(&x).unwrap(),
+            dev.htod(&w).unwrap(),
+            dev.htod(&b).unwrap(),
+            dev.htod(&dout).unwrap(),
+        );
+        let mut gout = dev.alloc::<f32>(n).unwrap();
+        let mut gmean = dev.alloc::<f32>(ng).unwrap();
+        let mut grstd = dev.alloc::<f32>(ng).unwrap();
+        group_norm::group_norm_forward(
+            &dev, &mut gout, &mut gmean, &mut grstd, &gx, &gw, &gb, batch, channels, len, groups,
+            eps,
+        )
+        .unwrap();
+        let tag = format!("group_norm B{batch} C{channels} L{len} G{groups} {order:?}");
+        let tol = sum_tol(group_size);
+        assert_close(&format!("{tag} out"), &dev.dtoh(&gout).unwrap(), &out, tol);
+        assert_close(
+            &format!("{tag} mean"),
+            &dev.dtoh(&gmean).unwrap(),
+            &mean,
+            tol,
+        );
+        assert_close(
+            &format!("{tag} rstd"),
+            &dev.dtoh(&grstd).unwrap(),
+            &rstd,
+            tol,
+        );
+        let (mut gdx, mut gdw, mut gdb) = (
+            dev.htod(&dx0).unwrap(),
+            dev.htod(&dw0).unwrap(),
+            dev.htod(&db0).unwrap(),
+        );
+        // Backward from the CPU's statistics: only the backward kernels are under test.
+        let (cm, cr) = (dev.htod(&mean).unwrap(), dev.htod(&rstd).unwrap());
+        group_norm::group_norm_backward(
+            &dev,
+            Some(&mut gdx),
+            Some(&mut gdw),
+            Some(&mut gdb),
+            &gdo,
+            &gx,
+            &gw,
+            &cm,
+            &cr,
+            batch,
+            channels,
+            len,
+            groups,
+        )
+        .unwrap();
+        assert_close(&format!("{tag} dx"), &dev.dtoh(&gdx).unwrap(), &dx, tol);
+        let tol_p = sum_tol(batch * len);
+        assert_close(&format!("{tag} dw"), &dev.dtoh(&gdw).unwrap(), &dw, tol_p);
+        assert_close(&format!("{tag} db"), &dev.dtoh(&gdb).unwrap(), &db, tol_p);
+    }
+}
+
+#[test]
+fn group_norm_grouped_and_per_channel() {
+    group_norm_case(2, 6, 37, 3);
+    // MERT's first conv layer: GroupNorm(C, C), one channel per group.
+    group_norm_case(3, 5, 301, 5);
+}
+
+#[test]
+fn group_norm_rejects_bad_groups() {
+    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let x = dev.alloc_zeros::<f32>(60).unwrap();
+    let (mut o, mut m, mut r) = (
+        dev.alloc_zeros::<f32>(60).unwrap(),
+        dev.alloc_zeros::<f32>(4).unwrap(),
+        dev.alloc_zeros::<f32>(4).unwrap(),
+    );
+    let res =
+        group_norm::group_norm_forward(&dev, &mut o, &mut m, &mut r, &x, &x, &x, 1, 6, 10, 4, 1e-5);
+    assert!(res.is_err());
 }

@@ -9,6 +9,7 @@ pub mod conv1d;
 pub mod elementwise;
 pub mod gelu;
 pub mod gemm;
+pub mod group_norm;
 pub mod layer_norm;
 pub mod reduce;
 pub mod registry;
