@@ -2,6 +2,9 @@
 //! with an error naming the kernel and the thread, or with poisoned (NaN) results, never a hang;
 //! warp shuffles/votes must follow the PTX rules; and the cost of a fiber switch is measured.
 
+// The f16/bf16 conversion cases are exact binary fractions and a pi-like value, written out in full on purpose.
+#![allow(clippy::excessive_precision, clippy::approx_constant)]
+
 use std::time::Instant;
 
 use culturemert_raw::cuda::registry as k;

@@ -6,7 +6,7 @@
 
 use culturemert_raw::autograd::ParamStore;
 use culturemert_raw::cuda::adamw::{AdamwScalars, AdamwTensor};
-use culturemert_raw::cuda::{adamw, attention, conv1d, group_norm};
+use culturemert_raw::cuda::{adamw, attention, conv1d, dropout, group_norm};
 use culturemert_raw::device::{CudaDevice, Schedule};
 use culturemert_raw::ops;
 use culturemert_raw::tensor::Tensor;
@@ -286,6 +286,7 @@ fn conv1d_case(s: ops::conv1d::Conv1dShape) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv_shape(
     batch: usize,
     in_channels: usize,
@@ -545,4 +546,47 @@ fn adamw_multi_tensor_matches_optim_bit_for_bit() {
             "adamw {order:?}: 4 tensors x 3 steps bit-identical (params, exp_avg, exp_avg_sq)"
         );
     }
+}
+
+/// Dropout forward and backward vs `ops::dropout`, bit for bit, and the mask vs `dropout_keep`.
+#[test]
+fn dropout_matches_the_cpu_mask_bit_for_bit() {
+    let n = 1237;
+    let x = random(n, 60, -2.0, 2.0);
+    let dout = random(n, 61, -1.0, 1.0);
+    let dx0 = random(n, 62, -1.0, 1.0);
+    for (p, seed) in [
+        (0.1f32, 7u64),
+        (0.5, 0xDEAD_BEEF_1234_5678),
+        (0.0, 3),
+        (1.0, 9),
+    ] {
+        let mut out = vec![0.0; n];
+        ops::dropout::dropout_forward(&mut out, &x, p, seed);
+        let mut dx = dx0.clone();
+        ops::dropout::dropout_backward(&mut dx, &dout, p, seed);
+        for order in ORDERS {
+            let dev = CudaDevice::emulated_with(order);
+            let (gx, gdo) = (dev.htod(&x).unwrap(), dev.htod(&dout).unwrap());
+            let mut gout = dev.alloc::<f32>(n).unwrap();
+            dropout::dropout_forward(&dev, &mut gout, &gx, n, p, seed).unwrap();
+            let got = dev.dtoh(&gout).unwrap();
+            let mut gdx = dev.htod(&dx0).unwrap();
+            dropout::dropout_backward(&dev, &mut gdx, &gdo, n, p, seed).unwrap();
+            let got_dx = dev.dtoh(&gdx).unwrap();
+            let mut kept = 0;
+            for i in 0..n {
+                let keep = ops::dropout::dropout_keep(seed, i as u64, p);
+                kept += usize::from(keep);
+                assert_eq!(keep, got[i] != 0.0, "dropout p={p} {order:?}: mask at {i}");
+                assert_eq!(got[i].to_bits(), out[i].to_bits(), "dropout fwd at {i}");
+                assert_eq!(got_dx[i].to_bits(), dx[i].to_bits(), "dropout bwd at {i}");
+            }
+            println!("dropout p={p} seed={seed} {order:?}: {kept}/{n} kept, bit-identical");
+        }
+    }
+    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let buf = dev.alloc_zeros::<f32>(4).unwrap();
+    let mut out = dev.alloc_zeros::<f32>(4).unwrap();
+    assert!(dropout::dropout_forward(&dev, &mut out, &buf, 4, 1.5, 0).is_err());
 }

@@ -52,12 +52,12 @@ pub fn nce_loss(
     );
     let (n, kd) = (pred.shape()[0], pred.shape()[1]);
     ensure!(
-        codebooks > 0 && kd % codebooks == 0,
+        codebooks > 0 && kd.is_multiple_of(codebooks),
         "nce_loss: {kd} prediction columns for {codebooks} codebooks"
     );
     let dim = kd / codebooks;
     ensure!(
-        codewords.shape()[1] == dim && codewords.shape()[0] % codebooks == 0,
+        codewords.shape()[1] == dim && codewords.shape()[0].is_multiple_of(codebooks),
         "nce_loss: codewords {:?} for {codebooks} codebooks of dim {dim}",
         codewords.shape()
     );

@@ -103,7 +103,7 @@ pub fn conv1d(
         groups,
     };
     ensure!(
-        groups > 0 && s.in_channels % groups == 0 && s.out_channels % groups == 0,
+        groups > 0 && s.in_channels.is_multiple_of(groups) && s.out_channels.is_multiple_of(groups),
         "conv1d: groups {groups} vs channels"
     );
     ensure!(
@@ -156,7 +156,7 @@ pub fn group_norm(
     );
     let (b, c, l) = (x.shape()[0], x.shape()[1], x.shape()[2]);
     ensure!(
-        c % groups == 0 && weight.shape() == [c] && bias.shape() == [c],
+        c.is_multiple_of(groups) && weight.shape() == [c] && bias.shape() == [c],
         "group_norm: shapes {:?} {:?}",
         x.shape(),
         weight.shape()
@@ -441,7 +441,7 @@ pub fn attention(
     );
     let (b, t, hd) = (q.shape()[0], q.shape()[1], q.shape()[2]);
     ensure!(
-        heads > 0 && hd % heads == 0,
+        heads > 0 && hd.is_multiple_of(heads),
         "attention: {hd} features in {heads} heads"
     );
     let s = attn::AttentionShape {

@@ -19,7 +19,7 @@ fn dims(s: &Conv1dShape) -> Result<[i32; 9]> {
         "conv1d: bad shape {s:?}"
     );
     ensure!(
-        s.in_channels % s.groups == 0 && s.out_channels % s.groups == 0,
+        s.in_channels.is_multiple_of(s.groups) && s.out_channels.is_multiple_of(s.groups),
         "conv1d: channels not divisible by groups in {s:?}"
     );
     ensure!(

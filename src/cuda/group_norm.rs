@@ -11,7 +11,7 @@ const THREADS: u32 = 256;
 /// Checks channels % groups and the 32-bit index range; returns (C, L, G) as kernel ints.
 fn dims(batch: usize, channels: usize, len: usize, groups: usize) -> Result<(i32, i32, i32)> {
     ensure!(
-        groups > 0 && channels % groups == 0,
+        groups > 0 && channels.is_multiple_of(groups),
         "group_norm: {channels} channels not divisible into {groups} groups"
     );
     check::int("group_norm x size", batch * channels * len)?;

@@ -7,6 +7,7 @@ pub mod adamw;
 pub mod attention;
 mod check;
 pub mod conv1d;
+pub mod dropout;
 pub mod elementwise;
 pub mod gelu;
 pub mod gemm;

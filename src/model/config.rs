@@ -104,14 +104,14 @@ impl MertConfig {
             "hidden_size and num_attention_heads must be positive"
         );
         ensure!(
-            self.hidden_size % self.num_attention_heads == 0,
+            self.hidden_size.is_multiple_of(self.num_attention_heads),
             "hidden_size {} is not divisible by num_attention_heads {}",
             self.hidden_size,
             self.num_attention_heads
         );
         ensure!(
             self.num_conv_pos_embedding_groups > 0
-                && self.hidden_size % self.num_conv_pos_embedding_groups == 0,
+                && self.hidden_size.is_multiple_of(self.num_conv_pos_embedding_groups),
             "hidden_size {} is not divisible by num_conv_pos_embedding_groups {}",
             self.hidden_size,
             self.num_conv_pos_embedding_groups

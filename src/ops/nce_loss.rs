@@ -107,6 +107,7 @@ pub fn nce_loss_forward(
 }
 
 /// Gradients of `dloss * sum(loss)` w.r.t. pred and codewords (accumulated).
+#[allow(clippy::too_many_arguments)]
 pub fn nce_loss_backward(
     mut dpred: Option<&mut [f32]>,
     mut dcodewords: Option<&mut [f32]>,

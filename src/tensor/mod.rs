@@ -102,7 +102,7 @@ impl CpuData {
     /// Decode little-endian raw bytes (as in a safetensors file) of the given dtype.
     pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Result<Self> {
         let size = dtype.size_in_bytes();
-        if bytes.len() % size != 0 {
+        if !bytes.len().is_multiple_of(size) {
             bail!(
                 "{} bytes is not a whole number of {dtype:?} elements",
                 bytes.len()

@@ -225,7 +225,7 @@ impl TrainConfig {
             ensure!(
                 s.grad_accumulation > 0
                     && s.batch_clips > 0
-                    && s.batch_clips % s.grad_accumulation == 0,
+                    && s.batch_clips.is_multiple_of(s.grad_accumulation),
                 "stage {n}: batch_clips ({}) must be a positive multiple of grad_accumulation ({})",
                 s.batch_clips,
                 s.grad_accumulation

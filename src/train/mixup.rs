@@ -89,7 +89,7 @@ mod tests {
             for &v in clip {
                 let extra = v - (i + 1) as f32;
                 // extra is a sum of up to 3 values from {1,2,3} \ {i+1}: never a multiple that needs clip i itself
-                assert!(extra >= 0.0 && extra <= 9.0 && extra.fract() == 0.0);
+                assert!((0.0..=9.0).contains(&extra) && extra.fract() == 0.0);
             }
         }
     }

@@ -143,13 +143,13 @@ pub fn load_heads(model: &mut Mert, path: &Path, codebooks: usize) -> Result<Hea
     let (emb_shape, _) = get("label_embs_concat")?;
     let (cqt_shape, _) = get("encoder_cqt_model.fc.weight")?;
     ensure!(
-        fp_shape.len() == 2 && fp_shape[1] == h && fp_shape[0] % codebooks == 0,
+        fp_shape.len() == 2 && fp_shape[1] == h && fp_shape[0].is_multiple_of(codebooks),
         "{}: final_proj.weight is {fp_shape:?}",
         path.display()
     );
     let final_dim = fp_shape[0] / codebooks;
     ensure!(
-        emb_shape.len() == 2 && emb_shape[1] == final_dim && emb_shape[0] % codebooks == 0,
+        emb_shape.len() == 2 && emb_shape[1] == final_dim && emb_shape[0].is_multiple_of(codebooks),
         "{}: label_embs_concat is {emb_shape:?}, expected [{codebooks}*C, {final_dim}]",
         path.display()
     );

@@ -198,8 +198,7 @@ pub fn train(
     bar.set_position(start_step as u64);
     let mut out = Vec::new();
     let mut current_stage = usize::MAX;
-    let mut done_here = 0;
-    for step in start_step..total {
+    for (done_here, step) in (start_step..total).enumerate() {
         if opts.stop_after.is_some_and(|n| done_here >= n) {
             break;
         }
@@ -319,7 +318,6 @@ pub fn train(
         bar.set_message(format!("{} loss {:.4} lr {:.2e}", stage.name, loss, lr));
         bar.inc(1);
         out.push(m);
-        done_here += 1;
         let next = step + 1;
         let stage_end = next == stage_start + stage.steps;
         if opts.checkpoint_every > 0
