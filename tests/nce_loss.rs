@@ -90,12 +90,20 @@ fn nce_loss_matches_reference_and_finite_differences() {
     let max_p = (0..pred.len()).map(|i| fd(0, i).abs()).fold(0.0, f64::max);
     for (i, &g) in dpred.iter().enumerate() {
         let e = (g as f64 - fd(0, i)).abs();
-        assert!(e <= 1e-4 * max_p, "dpred[{i}] = {g} vs {} (max {max_p})", fd(0, i));
+        assert!(
+            e <= 1e-4 * max_p,
+            "dpred[{i}] = {g} vs {} (max {max_p})",
+            fd(0, i)
+        );
     }
     let max_c = (0..cw.len()).map(|i| fd(1, i).abs()).fold(0.0, f64::max);
     for (i, &g) in dcw.iter().enumerate() {
         let e = (g as f64 - fd(1, i)).abs();
-        assert!(e <= 1e-4 * max_c, "dcodewords[{i}] = {g} vs {} (max {max_c})", fd(1, i));
+        assert!(
+            e <= 1e-4 * max_c,
+            "dcodewords[{i}] = {g} vs {} (max {max_c})",
+            fd(1, i)
+        );
     }
     // Accumulation and skipping.
     let mut again = dpred.clone();

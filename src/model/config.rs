@@ -111,7 +111,9 @@ impl MertConfig {
         );
         ensure!(
             self.num_conv_pos_embedding_groups > 0
-                && self.hidden_size.is_multiple_of(self.num_conv_pos_embedding_groups),
+                && self
+                    .hidden_size
+                    .is_multiple_of(self.num_conv_pos_embedding_groups),
             "hidden_size {} is not divisible by num_conv_pos_embedding_groups {}",
             self.hidden_size,
             self.num_conv_pos_embedding_groups
