@@ -65,6 +65,7 @@ extern "C" __global__ void __launch_bounds__(32 * WARPS)
   // Online softmax: m = running max, l = running Σ exp(s - m), acc = running Σ exp(s - m) v.
   float m = attn_neg_inf(), l = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
   for (int t0 = 0; t0 < T; t0 += TILE) {
+    __syncthreads();  // the previous tile is consumed (first pass: Qs is visible)
     attn_load_tile(Ks, k, b, h, t0, T, H, D);
     attn_load_tile(Vs, v, b, h, t0, T, H, D);
     __syncthreads();
