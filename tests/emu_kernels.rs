@@ -2,6 +2,9 @@
 //! ragged shapes (sizes that are not multiples of the tile/block sizes), under two or three
 //! scheduling orders. Tolerances: GEMM-like results |emu - cpu| <= 4 k eps (1 + |cpu|) (f32 summation
 //! in a different order); elementwise ops without reductions must agree bit for bit.
+//! Kernels launched here (through src/cuda): gemm_f32_nn/nt/tn/tt, layer_norm_forward_f32,
+//! layer_norm_backward_dx_f32, layer_norm_backward_params_f32, gelu_forward_f32, gelu_backward_f32,
+//! add_f32, scale_f32, global_norm_partials_f32, global_norm_finish_f32, column_sum_f32.
 
 use culturemert_raw::cuda::{elementwise, gelu, gemm, layer_norm, reduce};
 use culturemert_raw::device::{CudaDevice, LaunchConfig, Schedule};
