@@ -138,11 +138,42 @@ fn build_teacher(cfg: &TrainConfig, teacher_model: Option<&Path>) -> Result<Arc<
         }
         "encodec" => match teacher_model {
             Some(dir) => Ok(Arc::new(crate::model::encodec::EncodecTeacher::load(dir)?)),
-            None => bail!(
-                "teacher \"encodec\" needs --teacher-model DIR (an HF EncodecModel directory)"
-            ),
+            None => Ok(Arc::new(LabelFilesOnly {
+                codebooks: o.codebooks,
+                codebook_size: o.codebook_size,
+            })),
         },
         other => bail!("unknown teacher {other:?}"),
+    }
+}
+
+/// The "encodec" teacher without a model: every clip must have a `tokenize --dataset` label file.
+struct LabelFilesOnly {
+    codebooks: usize,
+    codebook_size: usize,
+}
+
+impl Teacher for LabelFilesOnly {
+    fn name(&self) -> &str {
+        "encodec"
+    }
+    fn codebooks(&self) -> usize {
+        self.codebooks
+    }
+    fn codebook_size(&self) -> usize {
+        self.codebook_size
+    }
+    fn sample_rate(&self) -> u32 {
+        24000
+    }
+    fn hop(&self) -> usize {
+        320
+    }
+    fn encode(&self, _samples: &[f32]) -> Result<Vec<u16>> {
+        bail!("a clip has no label file (run `tokenize --teacher encodec --dataset DIR` first, or pass --teacher-model DIR)")
+    }
+    fn params(&self) -> String {
+        "label files only".into()
     }
 }
 
@@ -212,7 +243,11 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => {
             let mc = match cfg.model_config.as_deref() {
-                Some("embedded:tiny") | None => MertConfig::from_json_str(TINY_DEMO_CONFIG)?,
+                Some("embedded:tiny") => MertConfig::from_json_str(TINY_DEMO_CONFIG)?,
+                None => bail!(
+                    "recipe {} continues pre-training: give --init <HF MERT directory> (or set model_config for a run from scratch)",
+                    cfg.name
+                ),
                 Some("embedded:mert-v1-95m") => {
                     MertConfig::from_json_str(crate::cli::bench::MERT_V1_95M_CONFIG)?
                 }

@@ -315,7 +315,17 @@ impl DataPipeline {
         if let Some(p) = path {
             let lp = label_path(p);
             if lp.exists() {
-                let (codes, kk, total, _) = read_labels(&lp)?;
+                let (codes, kk, total, meta) = read_labels(&lp)?;
+                ensure!(
+                    meta.teacher == self.teacher.name()
+                        && meta.codebook_size == self.teacher.codebook_size(),
+                    "{}: labels of teacher {} with {} codes, the run uses {} with {}",
+                    lp.display(),
+                    meta.teacher,
+                    meta.codebook_size,
+                    self.teacher.name(),
+                    self.teacher.codebook_size()
+                );
                 ensure!(
                     kk == k,
                     "{}: {kk} codebooks, the run expects {k}",
@@ -338,7 +348,10 @@ impl DataPipeline {
                     .collect());
             }
         }
-        let codes = self.teacher.encode(crop)?;
+        let codes = self.teacher.encode(crop).with_context(|| match path {
+            Some(p) => format!("teacher codes for {}", p.display()),
+            None => "teacher codes for an in-memory clip".to_string(),
+        })?;
         let total = codes.len() / k;
         ensure!(total >= frames, "teacher gave {total} frames for {frames}");
         Ok((0..k)
