@@ -85,6 +85,7 @@ fn main() {
         .opt_level(2)
         .warnings(true)
         .extra_warnings(true)
+        .flag("-Wno-unknown-pragmas") // `#pragma unroll` is for NVRTC
         .include(&kdir)
         .flag("-include")
         .flag(kdir.join("emu/shim.h").to_str().unwrap())

@@ -145,7 +145,19 @@ fn bench_transformer_parts(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(3)).sample_size(10);
     g.throughput(Throughput::Elements(4 * (t * t * hidden) as u64));
     g.bench_function("attention forward T374 H12 D64", |bch| {
-        bch.iter(|| attention_forward(&mut out, &mut lse, black_box(&q), &k, &v, None, &s, 0.125))
+        bch.iter(|| {
+            attention_forward(
+                &mut out,
+                &mut lse,
+                black_box(&q),
+                &k,
+                &v,
+                None,
+                &s,
+                0.125,
+                None,
+            )
+        })
     });
     let dout = data(t * hidden, 10);
     let (mut dq, mut dk, mut dv) = (
@@ -169,6 +181,7 @@ fn bench_transformer_parts(c: &mut Criterion) {
                 None,
                 &s,
                 0.125,
+                None,
             )
         })
     });

@@ -29,3 +29,17 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   __syncthreads();  // everyone has read scratch before a caller reuses it
   return v;
 }
+
+// Counter-based dropout keep decision, exactly `ops::dropout::dropout_keep` (src/ops/dropout.rs):
+// splitmix64's output mix of seed ^ index*GOLDEN, top 24 bits as u in [0, 1), keep = u >= p.
+// Shared by kernels/dropout.cu (flat index) and kernels/attention.cu (probability (b, h, i, j)).
+#define DROPOUT_GOLDEN 0x9E3779B97F4A7C15ull
+__device__ __forceinline__ bool dropout_keep(unsigned long long seed, unsigned long long index, float p) {
+  unsigned long long z = seed ^ (index * DROPOUT_GOLDEN);
+  z += DROPOUT_GOLDEN;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  const float u = (float)(unsigned)(z >> 40) * (1.0f / 16777216.0f);  // exact: 24 bits
+  return u >= p;
+}

@@ -3,20 +3,9 @@
 // keep = u >= p), so forward, backward and the CPU all draw the same mask with no mask tensor stored.
 // out (= or +=) keep ? x * scale : 0, with scale = 1 / (1 - p) rounded in f32 by the launcher; the _rn
 // intrinsics keep the accumulate from contracting into an FMA (bit-exact with the CPU).
-#include "common.cuh"
+#include "common.cuh"  // dropout_keep
 
 #define THREADS 256
-#define DROPOUT_GOLDEN 0x9E3779B97F4A7C15ull
-
-__device__ __forceinline__ bool dropout_keep(unsigned long long seed, unsigned long long index, float p) {
-  unsigned long long z = seed ^ (index * DROPOUT_GOLDEN);
-  z += DROPOUT_GOLDEN;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  const float u = (float)(unsigned)(z >> 40) * (1.0f / 16777216.0f);  // exact: 24 bits
-  return u >= p;
-}
 
 // Grid-stride over n elements. Forward: accumulate = 0; backward (dx += mask * dout * scale): 1.
 extern "C" __global__ void __launch_bounds__(THREADS)

@@ -13,6 +13,7 @@ use culturemert_raw::cuda::adamw::{AdamwScalars, AdamwTensor};
 use culturemert_raw::cuda::{adamw, attention, conv1d, dropout, group_norm};
 use culturemert_raw::device::{CudaDevice, Schedule};
 use culturemert_raw::ops;
+use culturemert_raw::ops::attention::AttentionDropout;
 use culturemert_raw::tensor::Tensor;
 use culturemert_raw::train::optim::{AdamW, ParamGroup};
 
@@ -48,9 +49,16 @@ fn sum_tol(n: usize) -> f32 {
 }
 
 /// One attention case: forward (out, lse) and backward (dq, dk, dv accumulated onto non-zero
-/// values) vs `ops::attention`. Batch item b masks the keys j with (j + 3b) % 5 == 0 and, for
-/// b == 2, every key (a row without a valid key: out 0, lse -inf, no gradient).
-fn attention_case(batch: usize, seq: usize, heads: usize, head_dim: usize) {
+/// values) vs `ops::attention`, with the same probability dropout on both sides. Batch item b masks
+/// the keys j with (j + 3b) % 5 == 0 and, for b == 2, every key (a row without a valid key: out 0,
+/// lse -inf, no gradient).
+fn attention_case(
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    dropout: Option<AttentionDropout>,
+) {
     let s = ops::attention::AttentionShape {
         batch,
         seq,
@@ -76,7 +84,17 @@ fn attention_case(batch: usize, seq: usize, heads: usize, head_dim: usize) {
     );
     let mut out = vec![0.0; n];
     let mut lse = vec![0.0; batch * heads * seq];
-    ops::attention::attention_forward(&mut out, &mut lse, &q, &k, &v, Some(&valid), &s, scale);
+    ops::attention::attention_forward(
+        &mut out,
+        &mut lse,
+        &q,
+        &k,
+        &v,
+        Some(&valid),
+        &s,
+        scale,
+        dropout,
+    );
     let (mut dq, mut dk, mut dv) = (dq0.clone(), dk0.clone(), dv0.clone());
     ops::attention::attention_backward(
         &mut dq,
@@ -91,6 +109,7 @@ fn attention_case(batch: usize, seq: usize, heads: usize, head_dim: usize) {
         Some(&valid),
         &s,
         scale,
+        dropout,
     );
     // out and lse reduce over T keys (and D for the scores); the gradients chain two such sums.
     let (fwd_tol, bwd_tol) = (sum_tol(seq + head_dim), sum_tol(2 * (seq + head_dim)));
@@ -115,9 +134,11 @@ fn attention_case(batch: usize, seq: usize, heads: usize, head_dim: usize) {
             Some(&gvalid),
             &s,
             scale,
+            dropout,
         )
         .unwrap();
-        let tag = format!("attention B{batch} T{seq} H{heads} D{head_dim} {order:?}");
+        let p = dropout.map_or(0.0, |d| d.p);
+        let tag = format!("attention B{batch} T{seq} H{heads} D{head_dim} p{p} {order:?}");
         assert_close(
             &format!("{tag} out"),
             &dev.dtoh(&gout).unwrap(),
@@ -153,6 +174,7 @@ fn attention_case(batch: usize, seq: usize, heads: usize, head_dim: usize) {
             Some(&gvalid),
             &s,
             scale,
+            dropout,
         )
         .unwrap();
         assert_close(&format!("{tag} dq"), &dev.dtoh(&gdq).unwrap(), &dq, bwd_tol);
@@ -163,12 +185,23 @@ fn attention_case(batch: usize, seq: usize, heads: usize, head_dim: usize) {
 
 #[test]
 fn attention_head_dim_64_masked_keys() {
-    attention_case(2, 37, 2, 64);
+    attention_case(2, 37, 2, 64, None);
 }
 
 #[test]
 fn attention_head_dim_8_with_fully_masked_item() {
-    attention_case(3, 61, 3, 8);
+    attention_case(3, 61, 3, 8, None);
+}
+
+/// Probability dropout: the kernels regenerate the CPU op's mask (a wrong mask bit moves a value by
+/// a whole probability, far beyond the tolerance).
+#[test]
+fn attention_probability_dropout_matches_cpu() {
+    let d = AttentionDropout {
+        p: 0.3,
+        seed: 0x5EED_A77E,
+    };
+    attention_case(3, 45, 2, 40, Some(d));
 }
 
 #[test]
@@ -183,7 +216,8 @@ fn attention_rejects_head_dim_above_64() {
     let x = dev.alloc_zeros::<f32>(3 * 65).unwrap();
     let mut out = dev.alloc_zeros::<f32>(3 * 65).unwrap();
     let mut lse = dev.alloc_zeros::<f32>(3).unwrap();
-    let err = attention::attention_forward(&dev, &mut out, &mut lse, &x, &x, &x, None, &s, 1.0);
+    let err =
+        attention::attention_forward(&dev, &mut out, &mut lse, &x, &x, &x, None, &s, 1.0, None);
     assert!(err.is_err());
 }
 

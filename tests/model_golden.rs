@@ -6,9 +6,12 @@
 //! from summation order), for hidden states and for gradients.
 
 use culturemert_raw::autograd::{ParamStore, Tape};
+use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::model::cuda_mert::CudaMert;
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
 use culturemert_raw::model::weights::read_safetensors;
 use culturemert_raw::tensor::{CpuData, Tensor};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 const REL_TOL: f64 = 1e-4;
@@ -32,7 +35,89 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         / scale
 }
 
-fn check_model(model_dir: &str, golden_file: &str) {
+/// What a backend computed for one golden case.
+struct Run {
+    hidden_states: Vec<(Vec<usize>, Vec<f32>)>,
+    frame_lengths: Vec<usize>,
+    /// Gradient per parameter name (absent = no gradient = zero).
+    grads: HashMap<String, Vec<f32>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Cpu,
+    /// The CUDA model on the host emulator, with this scheduling order.
+    Emu(Schedule),
+}
+
+fn run(
+    model: &Mert,
+    audio: &Tensor,
+    mask: Option<&[u8]>,
+    probes: &[Vec<f32>],
+    backend: Backend,
+) -> Run {
+    match backend {
+        Backend::Cpu => {
+            let mut tape = Tape::new();
+            let out = model
+                .forward(&mut tape, audio, mask, &ForwardOptions::default())
+                .unwrap();
+            let hidden_states = out
+                .hidden_states
+                .iter()
+                .map(|h| (h.shape().to_vec(), h.data().to_vec()))
+                .collect();
+            let seeds = out
+                .hidden_states
+                .iter()
+                .zip(probes)
+                .map(|(h, p)| (h, p.clone()))
+                .collect();
+            let mut params: ParamStore = model.params.clone();
+            tape.backward(seeds, &mut params).unwrap();
+            let grads = params
+                .iter()
+                .filter_map(|p| p.grad.clone().map(|g| (p.name.clone(), g)))
+                .collect();
+            Run {
+                hidden_states,
+                frame_lengths: out.frame_lengths,
+                grads,
+            }
+        }
+        Backend::Emu(schedule) => {
+            let dev = CudaDevice::emulated_with(schedule);
+            let mut m = CudaMert::new(&dev, model).unwrap();
+            let (batch, samples) = (audio.shape()[0], audio.shape()[1]);
+            let out = m
+                .forward(
+                    audio.data(),
+                    batch,
+                    samples,
+                    mask,
+                    &ForwardOptions::default(),
+                    true,
+                )
+                .unwrap();
+            let shape = vec![batch, out.frames, model.config.hidden_size];
+            let hidden_states = (0..out.hidden_states.len())
+                .map(|i| (shape.clone(), out.hidden_state(&dev, i).unwrap()))
+                .collect();
+            let frame_lengths = out.frame_lengths.clone();
+            let seeds = probes.iter().map(|p| Some(dev.htod(p).unwrap())).collect();
+            m.backward(out, seeds, None).unwrap();
+            let grads = m.params.download_grads(&dev).unwrap().into_iter().collect();
+            Run {
+                hidden_states,
+                frame_lengths,
+                grads,
+            }
+        }
+    }
+}
+
+fn check_model(model_dir: &str, golden_file: &str, backend: Backend) {
     let dir = golden_dir(model_dir);
     let model = Mert::load(&dir).unwrap();
     let golden = read_safetensors(&dir.join(golden_file)).unwrap();
@@ -46,43 +131,39 @@ fn check_model(model_dir: &str, golden_file: &str) {
     let mask: Option<Vec<u8>> = golden
         .get("attention_mask")
         .map(|(_, d)| d.to_f32_vec().iter().map(|&v| u8::from(v != 0.0)).collect());
-
-    let mut tape = Tape::new();
-    let out = model
-        .forward(
-            &mut tape,
-            &audio,
-            mask.as_deref(),
-            &ForwardOptions::default(),
-        )
-        .unwrap();
+    let n_hidden = model.config.num_hidden_layers + 1;
+    let probes: Vec<Vec<f32>> = (0..n_hidden)
+        .map(|i| get(&format!("probe.{i}")).1.to_f32_vec())
+        .collect();
+    let out = run(&model, &audio, mask.as_deref(), &probes, backend);
+    let case = format!("{model_dir}/{golden_file} on {backend:?}");
     if let Some((_, CpuData::I32(fl))) = golden.get("frame_lengths") {
         let expected: Vec<usize> = fl.iter().map(|&v| v as usize).collect();
         assert_eq!(out.frame_lengths, expected, "valid frame counts");
     }
-    assert_eq!(out.hidden_states.len(), model.config.num_hidden_layers + 1);
-    let mut seeds = Vec::new();
-    for (i, h) in out.hidden_states.iter().enumerate() {
-        let (shape, reference) = get(&format!("hidden_states.{i}"));
-        assert_eq!(h.shape(), &shape[..], "hidden_states.{i} shape");
-        let e = rel_err(h.data(), &reference.to_f32_vec());
-        println!("{model_dir}/{golden_file} hidden_states.{i}: rel err {e:.2e}");
+    assert_eq!(out.hidden_states.len(), n_hidden);
+    for (i, (shape, h)) in out.hidden_states.iter().enumerate() {
+        let (rshape, reference) = get(&format!("hidden_states.{i}"));
+        assert_eq!(shape, rshape, "hidden_states.{i} shape");
+        let e = rel_err(h, &reference.to_f32_vec());
+        println!("{case} hidden_states.{i}: rel err {e:.2e}");
         assert!(
             e <= REL_TOL,
-            "{model_dir}/{golden_file} hidden_states.{i}: rel err {e:.2e} > {REL_TOL:e}"
+            "{case} hidden_states.{i}: rel err {e:.2e} > {REL_TOL:e}"
         );
-        seeds.push((h, get(&format!("probe.{i}")).1.to_f32_vec()));
     }
-    let mut params: ParamStore = model.params.clone();
-    tape.backward(seeds, &mut params).unwrap();
     let mut worst = (0.0f64, String::new());
     let mut checked = 0;
     let mut failures = Vec::new();
-    for p in params.iter() {
+    for p in model.params.iter() {
         let file_name = model.spelling.file_name_of(&p.name);
         let (_, reference) = get(&format!("grad.{file_name}"));
         let reference = reference.to_f32_vec();
-        let ours = p.grad.clone().unwrap_or_else(|| vec![0.0; p.value.numel()]);
+        let ours = out
+            .grads
+            .get(&p.name)
+            .cloned()
+            .unwrap_or_else(|| vec![0.0; p.value.numel()]);
         // The key-projection bias gets an exactly-zero gradient in exact arithmetic (softmax is invariant to a
         // per-query constant), so both sides hold rounding noise: measure it against the scale of the same
         // layer's key-weight gradient instead.
@@ -108,12 +189,12 @@ fn check_model(model_dir: &str, golden_file: &str) {
         checked += 1;
     }
     println!(
-        "{model_dir}/{golden_file}: {checked} parameter gradients, worst rel err {:.2e} ({})",
+        "{case}: {checked} parameter gradients, worst rel err {:.2e} ({})",
         worst.0, worst.1
     );
     assert!(
         failures.is_empty(),
-        "{model_dir}/{golden_file} (tolerance {REL_TOL:e}):\n{}",
+        "{case} (tolerance {REL_TOL:e}):\n{}",
         failures.join("\n")
     );
     assert_eq!(checked, model.params.len());
@@ -121,22 +202,22 @@ fn check_model(model_dir: &str, golden_file: &str) {
 
 #[test]
 fn post_ln_group_norm_batch_with_padding() {
-    check_model("tiny_postln", "golden_batch.safetensors");
+    check_model("tiny_postln", "golden_batch.safetensors", Backend::Cpu);
 }
 
 #[test]
 fn post_ln_group_norm_single_clip() {
-    check_model("tiny_postln", "golden_single.safetensors");
+    check_model("tiny_postln", "golden_single.safetensors", Backend::Cpu);
 }
 
 #[test]
 fn pre_ln_layer_norm_batch_with_padding() {
-    check_model("tiny_preln", "golden_batch.safetensors");
+    check_model("tiny_preln", "golden_batch.safetensors", Backend::Cpu);
 }
 
 #[test]
 fn pre_ln_layer_norm_single_clip() {
-    check_model("tiny_preln", "golden_single.safetensors");
+    check_model("tiny_preln", "golden_single.safetensors", Backend::Cpu);
 }
 
 #[test]
@@ -153,10 +234,56 @@ fn pytorch_bin_loads_same_parameters_as_safetensors() {
 
 #[test]
 fn pre_ln_layer_norm_conv_batch_with_padding() {
-    check_model("tiny_preln_layerconv", "golden_batch.safetensors");
+    check_model(
+        "tiny_preln_layerconv",
+        "golden_batch.safetensors",
+        Backend::Cpu,
+    );
 }
 
 #[test]
 fn pre_ln_layer_norm_conv_single_clip() {
-    check_model("tiny_preln_layerconv", "golden_single.safetensors");
+    check_model(
+        "tiny_preln_layerconv",
+        "golden_single.safetensors",
+        Backend::Cpu,
+    );
+}
+
+// The same goldens through the CUDA model on the host emulator (issue: `--device emu` reproduces them).
+
+#[test]
+fn emu_post_ln_group_norm_batch_with_padding() {
+    check_model(
+        "tiny_postln",
+        "golden_batch.safetensors",
+        Backend::Emu(Schedule::Forward),
+    );
+}
+
+#[test]
+fn emu_post_ln_group_norm_single_clip_reverse_schedule() {
+    check_model(
+        "tiny_postln",
+        "golden_single.safetensors",
+        Backend::Emu(Schedule::Reverse),
+    );
+}
+
+#[test]
+fn emu_pre_ln_layer_norm_batch_with_padding() {
+    check_model(
+        "tiny_preln",
+        "golden_batch.safetensors",
+        Backend::Emu(Schedule::Reverse),
+    );
+}
+
+#[test]
+fn emu_pre_ln_layer_norm_conv_batch_with_padding() {
+    check_model(
+        "tiny_preln_layerconv",
+        "golden_batch.safetensors",
+        Backend::Emu(Schedule::Forward),
+    );
 }

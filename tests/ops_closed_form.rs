@@ -675,7 +675,7 @@ fn attention_matches_naive() {
         let mask = masked.then_some(valid.as_slice());
         let scale = 1.0 / (s.head_dim as f32).sqrt();
         let (mut out, mut lse) = (vec![f32::NAN; n], vec![f32::NAN; s.batch * s.heads * s.seq]);
-        attention_forward(&mut out, &mut lse, &q, &k, &v, mask, &s, scale);
+        attention_forward(&mut out, &mut lse, &q, &k, &v, mask, &s, scale, None);
         let (want, want_lse) = naive_attention(&q, &k, &v, mask, &s, scale);
         let tag = format!(
             "attention B{} T{} H{} D{} masked={masked}",
@@ -700,7 +700,7 @@ fn attention_one_valid_key_returns_its_value_and_no_key_returns_zero() {
     let mut valid = vec![0u8; 12];
     valid[4] = 1; // batch 0: only key 4; batch 1: no key at all
     let (mut out, mut lse) = (vec![f32::NAN; n], vec![f32::NAN; 2 * 2 * 6]);
-    attention_forward(&mut out, &mut lse, &q, &k, &v, Some(&valid), &s, 0.7);
+    attention_forward(&mut out, &mut lse, &q, &k, &v, Some(&valid), &s, 0.7, None);
     for i in 0..6 {
         for c in 0..6 {
             assert!(

@@ -449,7 +449,7 @@ fn attention_case(s: AttentionShape, key_valid: Option<&[u8]>, seed: u64) {
     let n_lse = s.batch * s.heads * s.seq;
     let fwd = |q: &[f32], k: &[f32], v: &[f32]| {
         let (mut out, mut lse) = (vec![0.0; n], vec![0.0; n_lse]);
-        attention_forward(&mut out, &mut lse, q, k, v, key_valid, &s, scale);
+        attention_forward(&mut out, &mut lse, q, k, v, key_valid, &s, scale, None);
         (out, lse)
     };
     let (out, lse) = fwd(&q, &k, &v);
@@ -457,7 +457,7 @@ fn attention_case(s: AttentionShape, key_valid: Option<&[u8]>, seed: u64) {
         let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
         for _ in 0..calls {
             attention_backward(
-                &mut dq, &mut dk, &mut dv, &r, &q, &k, &v, &out, &lse, key_valid, &s, scale,
+                &mut dq, &mut dk, &mut dv, &r, &q, &k, &v, &out, &lse, key_valid, &s, scale, None,
             );
         }
         (dq, dk, dv)

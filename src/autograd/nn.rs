@@ -422,7 +422,9 @@ pub fn weight_norm(tape: &mut Tape, g: &Var, v: &Var, dim: usize) -> Result<Var>
     )
 }
 
-/// Fused multi-head attention core on q, k, v [B, T, H*D]; `key_valid` [B*T] (1 = attend).
+/// Fused multi-head attention core on q, k, v [B, T, H*D]; `key_valid` [B*T] (1 = attend);
+/// `dropout`: probability dropout (training), its mask regenerated from the seed by the backward.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     tape: &mut Tape,
     q: &Var,
@@ -431,7 +433,15 @@ pub fn attention(
     heads: usize,
     key_valid: Option<&[u8]>,
     scale: f32,
+    dropout: Option<attn::AttentionDropout>,
 ) -> Result<Var> {
+    if let Some(d) = &dropout {
+        ensure!(
+            (0.0..=1.0).contains(&d.p),
+            "attention: dropout probability {} outside [0, 1]",
+            d.p
+        );
+    }
     ensure!(
         q.shape().len() == 3 && q.shape() == k.shape() && q.shape() == v.shape(),
         "attention: q {:?} k {:?} v {:?}",
@@ -468,6 +478,7 @@ pub fn attention(
         key_valid,
         &s,
         scale,
+        dropout,
     );
     let out = Tensor::from_f32(q.shape(), out);
     let (qs, ks, vs, os) = (
@@ -509,6 +520,7 @@ pub fn attention(
             mask.as_deref(),
             &s,
             scale,
+            dropout,
         );
     }))
 }

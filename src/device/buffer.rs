@@ -2,6 +2,7 @@
 
 use std::alloc::Layout;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Alignment of emulated allocations, like `cudaMalloc` (g++ emits aligned vector moves for float4).
@@ -16,6 +17,8 @@ pub(crate) enum Allocation {
         class: usize,
         pool: Arc<super::driver::DriverPool>,
     },
+    /// No memory at all: an address handed out by the dry-run runtime, which only counts bytes.
+    Virtual { addr: u64 },
 }
 
 // SAFETY: the allocation is plain memory owned by this value; all access goes through &/&mut of the
@@ -41,6 +44,7 @@ impl Allocation {
         match self {
             Allocation::Host { ptr, .. } => *ptr as u64,
             Allocation::Driver { dptr, .. } => *dptr,
+            Allocation::Virtual { addr } => *addr,
         }
     }
 }
@@ -52,7 +56,52 @@ impl Drop for Allocation {
             Allocation::Host { ptr, layout } => unsafe { std::alloc::dealloc(*ptr, *layout) },
             // Reuse is safe without a sync: all work runs in order on the one (null) stream.
             Allocation::Driver { dptr, class, pool } => pool.give(*dptr, *class),
+            Allocation::Virtual { .. } => {}
         }
+    }
+}
+
+/// Bytes held by one device's live buffers, and the most ever held at once.
+#[derive(Debug, Default)]
+pub struct MemStats {
+    live: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl MemStats {
+    pub fn live_bytes(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+    pub fn peak_bytes(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+    /// Starts a new peak measurement from what is live now.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.live_bytes(), Ordering::Relaxed);
+    }
+}
+
+/// One buffer's share of its device's [`MemStats`], given back on drop.
+pub(crate) struct MemTicket {
+    bytes: usize,
+    stats: Arc<MemStats>,
+}
+
+impl MemTicket {
+    /// Counts `bytes` (the allocation's real footprint: size class or aligned size) as live.
+    pub(crate) fn new(stats: &Arc<MemStats>, bytes: usize) -> MemTicket {
+        let live = stats.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        stats.peak.fetch_max(live, Ordering::Relaxed);
+        MemTicket {
+            bytes,
+            stats: stats.clone(),
+        }
+    }
+}
+
+impl Drop for MemTicket {
+    fn drop(&mut self) {
+        self.stats.live.fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -60,14 +109,16 @@ impl Drop for Allocation {
 pub struct DeviceBuffer<T> {
     alloc: Allocation,
     len: usize,
+    _ticket: MemTicket,
     _t: PhantomData<T>,
 }
 
 impl<T: bytemuck::Pod> DeviceBuffer<T> {
-    pub(crate) fn from_allocation(alloc: Allocation, len: usize) -> Self {
+    pub(crate) fn from_allocation(alloc: Allocation, len: usize, ticket: MemTicket) -> Self {
         DeviceBuffer {
             alloc,
             len,
+            _ticket: ticket,
             _t: PhantomData,
         }
     }
@@ -103,7 +154,7 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
             Allocation::Host { ptr, .. } => {
                 Some(unsafe { std::slice::from_raw_parts(*ptr as *const T, self.len) })
             }
-            Allocation::Driver { .. } => None,
+            Allocation::Driver { .. } | Allocation::Virtual { .. } => None,
         }
     }
     pub(crate) fn host_slice_mut(&mut self) -> Option<&mut [T]> {
@@ -112,7 +163,7 @@ impl<T: bytemuck::Pod> DeviceBuffer<T> {
             Allocation::Host { ptr, .. } => {
                 Some(unsafe { std::slice::from_raw_parts_mut(*ptr as *mut T, self.len) })
             }
-            Allocation::Driver { .. } => None,
+            Allocation::Driver { .. } | Allocation::Virtual { .. } => None,
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The CUDA device: one launcher in front of two runtimes, the real driver and the host emulator.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{ensure, Result};
 
-use super::buffer::{Allocation, DeviceBuffer};
+use super::buffer::{Allocation, DeviceBuffer, MemStats, MemTicket, EMU_ALIGN};
 use super::driver::DriverRuntime;
 use super::emulated::{EmuRuntime, Schedule};
 use super::kernel::{Kernel, KernelArgs, LaunchConfig};
@@ -12,12 +13,18 @@ use super::kernel::{Kernel, KernelArgs, LaunchConfig};
 enum Runtime {
     Driver(DriverRuntime),
     Emulated(EmuRuntime),
+    /// Allocations are counted but own no memory; launches are validated and skipped. Measures the
+    /// peak memory of a full-size step in seconds, through the same code path as a real run.
+    DryRun {
+        next_addr: AtomicU64,
+    },
 }
 
 /// A CUDA device; cheap to clone (shared runtime).
 #[derive(Clone)]
 pub struct CudaDevice {
     rt: Arc<Runtime>,
+    mem: Arc<MemStats>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -31,6 +38,7 @@ impl CudaDevice {
     pub fn driver(ordinal: usize) -> Result<CudaDevice> {
         Ok(CudaDevice {
             rt: Arc::new(Runtime::Driver(DriverRuntime::new(ordinal)?)),
+            mem: Arc::default(),
         })
     }
 
@@ -42,7 +50,28 @@ impl CudaDevice {
     pub fn emulated_with(schedule: Schedule) -> CudaDevice {
         CudaDevice {
             rt: Arc::new(Runtime::Emulated(EmuRuntime { schedule })),
+            mem: Arc::default(),
         }
+    }
+
+    /// A device that runs nothing: buffers are counted (256-byte aligned, like the emulator) but own
+    /// no memory, kernels are validated but not run, and copies back read zeros. For memory plans.
+    pub fn dry_run() -> CudaDevice {
+        CudaDevice {
+            rt: Arc::new(Runtime::DryRun {
+                next_addr: AtomicU64::new(1 << 40),
+            }),
+            mem: Arc::default(),
+        }
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        matches!(*self.rt, Runtime::DryRun { .. })
+    }
+
+    /// Bytes held by this device's live buffers now and at their peak (driver: pool size classes).
+    pub fn memory(&self) -> &MemStats {
+        &self.mem
     }
 
     pub fn is_emulated(&self) -> bool {
@@ -53,6 +82,7 @@ impl CudaDevice {
         match &*self.rt {
             Runtime::Driver(d) => format!("cuda ({}, sm_{})", d.name, d.arch),
             Runtime::Emulated(e) => format!("emu ({:?} schedule)", e.schedule),
+            Runtime::DryRun { .. } => "dry run (allocations counted, kernels not run)".into(),
         }
     }
 
@@ -60,17 +90,27 @@ impl CudaDevice {
     pub fn arch(&self) -> Option<u32> {
         match &*self.rt {
             Runtime::Driver(d) => Some(d.arch),
-            Runtime::Emulated(_) => None,
+            Runtime::Emulated(_) | Runtime::DryRun { .. } => None,
         }
     }
 
     fn alloc_filled<T: bytemuck::Pod>(&self, len: usize, zero: bool) -> Result<DeviceBuffer<T>> {
+        let bytes = len * std::mem::size_of::<T>();
+        let aligned = bytes.max(1).next_multiple_of(EMU_ALIGN);
         match &*self.rt {
-            Runtime::Driver(d) => d.alloc(len, zero),
+            Runtime::Driver(d) => d.alloc(len, zero, &self.mem),
             // Uninitialised emulated memory is 0xFF bytes (NaN as f32), so reads of it show.
             Runtime::Emulated(_) => Ok(DeviceBuffer::from_allocation(
-                Allocation::host(len * std::mem::size_of::<T>(), if zero { 0 } else { 0xff })?,
+                Allocation::host(bytes, if zero { 0 } else { 0xff })?,
                 len,
+                MemTicket::new(&self.mem, aligned),
+            )),
+            Runtime::DryRun { next_addr } => Ok(DeviceBuffer::from_allocation(
+                Allocation::Virtual {
+                    addr: next_addr.fetch_add(aligned as u64, Ordering::Relaxed),
+                },
+                len,
+                MemTicket::new(&self.mem, aligned),
             )),
         }
     }
@@ -101,6 +141,7 @@ impl CudaDevice {
         self.check_owner(dst)?;
         match &*self.rt {
             Runtime::Driver(d) => d.htod(src, dst),
+            Runtime::DryRun { .. } => Ok(()),
             Runtime::Emulated(_) => {
                 dst.host_slice_mut()
                     .expect("emulated buffer")
@@ -127,6 +168,10 @@ impl CudaDevice {
         self.check_owner(src)?;
         match &*self.rt {
             Runtime::Driver(d) => d.dtoh(src, dst),
+            Runtime::DryRun { .. } => {
+                dst.fill(T::zeroed());
+                Ok(())
+            }
             Runtime::Emulated(_) => {
                 dst.copy_from_slice(src.host_slice().expect("emulated buffer"));
                 Ok(())
@@ -138,7 +183,7 @@ impl CudaDevice {
     pub fn synchronize(&self) -> Result<()> {
         match &*self.rt {
             Runtime::Driver(d) => d.synchronize(),
-            Runtime::Emulated(_) => Ok(()),
+            Runtime::Emulated(_) | Runtime::DryRun { .. } => Ok(()),
         }
     }
 
@@ -148,6 +193,7 @@ impl CudaDevice {
         match &*self.rt {
             Runtime::Driver(d) => d.launch(kernel, &cfg, &args),
             Runtime::Emulated(e) => e.launch(kernel, &cfg, &args),
+            Runtime::DryRun { .. } => Ok(()),
         }
     }
 

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 
-use super::buffer::{Allocation, DeviceBuffer};
+use super::buffer::{Allocation, DeviceBuffer, MemStats, MemTicket};
 use super::kernel::{Kernel, KernelArgs, LaunchConfig, ModuleImages};
 use super::nvrtc::{Nvrtc, Target};
 
@@ -212,9 +212,15 @@ impl DriverRuntime {
             .map_err(|e| anyhow!("CUDA synchronize: {e:?}"))
     }
 
-    pub fn alloc<T: bytemuck::Pod>(&self, len: usize, zero: bool) -> Result<DeviceBuffer<T>> {
+    pub fn alloc<T: bytemuck::Pod>(
+        &self,
+        len: usize,
+        zero: bool,
+        stats: &Arc<MemStats>,
+    ) -> Result<DeviceBuffer<T>> {
         let bytes = (len * std::mem::size_of::<T>()).max(1);
         let (dptr, class) = self.pool.take(bytes)?;
+        let ticket = MemTicket::new(stats, class);
         let alloc = Allocation::Driver {
             dptr,
             class,
@@ -228,7 +234,7 @@ impl DriverRuntime {
             }
             .map_err(|e| anyhow!("cuMemsetD8Async: {e:?}"))?;
         }
-        Ok(DeviceBuffer::from_allocation(alloc, len))
+        Ok(DeviceBuffer::from_allocation(alloc, len, ticket))
     }
 
     pub fn htod<T: bytemuck::Pod>(&self, src: &[T], dst: &mut DeviceBuffer<T>) -> Result<()> {

@@ -13,7 +13,7 @@ pub mod nvrtc;
 
 use anyhow::{bail, Result};
 
-pub use buffer::DeviceBuffer;
+pub use buffer::{DeviceBuffer, MemStats};
 pub use cuda::CudaDevice;
 pub use emulated::Schedule;
 pub use kernel::{EmuDim3, EmuFn, Kernel, KernelArgs, LaunchConfig, ModuleImages};

@@ -8,6 +8,8 @@
 use super::config::MertConfig;
 use super::weights::{self, WeightNormSpelling, POS_CONV_G, POS_CONV_V};
 use crate::autograd::{nn, ParamStore, Tape, Var};
+use crate::ops::attention::AttentionDropout;
+use crate::ops::dropout::dropout_hash;
 use crate::tensor::Tensor;
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
@@ -207,7 +209,20 @@ impl Mert {
             if opts.train && cfg.layerdrop > 0.0 && (layer_rng.uniform() as f32) < cfg.layerdrop {
                 continue;
             }
-            h = self.layer(tape, l, &h, frame_valid.as_deref(), post_ln, &mut dropout)?;
+            // Attention-probability dropout: its own seed per (step, layer), mask regenerated in backward.
+            let attn_drop = (opts.train && cfg.attention_dropout > 0.0).then(|| AttentionDropout {
+                p: cfg.attention_dropout,
+                seed: dropout_hash(opts.seed ^ 0xA77E_D809_0000_0000, l as u64),
+            });
+            h = self.layer(
+                tape,
+                l,
+                &h,
+                frame_valid.as_deref(),
+                post_ln,
+                attn_drop,
+                &mut dropout,
+            )?;
         }
         if !post_ln {
             let (w, b) = (
@@ -250,6 +265,7 @@ impl Mert {
         nn::transpose_last2(tape, &p)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn layer(
         &self,
         tape: &mut Tape,
@@ -257,6 +273,7 @@ impl Mert {
         h: &Var,
         key_valid: Option<&[u8]>,
         post_ln: bool,
+        attn_dropout: Option<AttentionDropout>,
         dropout: &mut impl FnMut(&mut Tape, &Var, f32) -> Var,
     ) -> Result<Var> {
         let cfg = &self.config;
@@ -283,8 +300,17 @@ impl Mert {
         let k = proj(tape, &attn_in, "attention.k_proj")?;
         let v = proj(tape, &attn_in, "attention.v_proj")?;
         let scale = (cfg.head_dim() as f32).powf(-0.5);
-        // Attention-probability dropout is not applied inside the fused op (see the note in README).
-        let a = nn::attention(tape, &q, &k, &v, cfg.num_attention_heads, key_valid, scale)?;
+        // HF's attention_dropout on the softmax probabilities is applied inside the fused op.
+        let a = nn::attention(
+            tape,
+            &q,
+            &k,
+            &v,
+            cfg.num_attention_heads,
+            key_valid,
+            scale,
+            attn_dropout,
+        )?;
         let a = proj(tape, &a, "attention.out_proj")?;
         let a = dropout(tape, &a, cfg.hidden_dropout);
         let mut h = nn::add(tape, h, &a)?;

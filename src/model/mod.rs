@@ -1,5 +1,6 @@
 //! MERT: config, weights (HF names), forward/backward through the tape.
 pub mod config;
+pub mod cuda_mert;
 pub mod encodec;
 pub mod mert;
 pub mod rp_teacher;

@@ -4,10 +4,45 @@
 //! lse[b, h, i] = log Σ_j exp(S_ij) over valid keys is saved, so backward recomputes P = exp(S - lse)
 //! instead of storing the T×T probabilities. A query row with no valid key gets out = 0 and
 //! lse = -inf (and zero gradients).
+//!
+//! Optional probability dropout (HF HuBERT's `attention_dropout`, training only): with keep mask M and
+//! c = 1/(1-p) (f32), out = (P ∘ M c) V while lse stays that of the undropped softmax. The mask is
+//! never stored: M_ij = `dropout_keep(seed, ((b*H + h)*T + i)*T + j, p)` (src/ops/dropout.rs), so the
+//! backward (and kernels/attention.cu) regenerate it. Backward with P̃ = P ∘ M c:
+//!   dV = P̃ᵀ dO,  dP_ij = M_ij c (dO_i · V_j),  dS_ij = P_ij (dP_ij - δ_i),  δ_i = Σ_j P_ij dP_ij.
+//! δ_i = Σ_j P_ij M_ij c (dO_i · V_j) = dO_i · (Σ_j P̃_ij V_j) = dO_i · O_i: the dropped output O
+//! absorbs the mask, so the usual rowsum(dO ∘ O) stays exact with dropout on.
 
+use super::dropout::dropout_keep;
 use super::fastmath::{exp_f32, with_avx2};
 use super::gemm::{num_threads, sgemm_strided_raw, MatRef};
 use rayon::prelude::*;
+
+/// Dropout on the attention probabilities: probability (b, h, i, j) is kept with probability 1 - p
+/// (and scaled by 1/(1-p)) according to the counter hash of (seed, ((b*H + h)*T + i)*T + j).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionDropout {
+    pub p: f32,
+    pub seed: u64,
+}
+
+impl AttentionDropout {
+    /// The scale of kept probabilities, 1/(1-p) rounded in f32 (as in `ops::dropout`).
+    pub fn scale(&self) -> f32 {
+        1.0f32 / (1.0f32 - self.p)
+    }
+    /// The flat mask counter of query row `i` of head `bh` = b*H + h, key 0 (add j for key j).
+    pub fn row_counter(s: &AttentionShape, bh: usize, i: usize) -> u64 {
+        ((bh * s.seq + i) * s.seq) as u64
+    }
+    fn check(&self, what: &str) {
+        assert!(
+            (0.0..=1.0).contains(&self.p),
+            "{what}: attention dropout p = {} outside [0, 1]",
+            self.p
+        );
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
@@ -94,8 +129,12 @@ pub fn attention_forward(
     key_valid: Option<&[u8]>,
     s: &AttentionShape,
     scale: f32,
+    dropout: Option<AttentionDropout>,
 ) {
     let (t, hd) = (s.seq, s.head_dim);
+    if let Some(d) = &dropout {
+        d.check("attention_forward");
+    }
     assert!(
         q.len() == s.len() && k.len() == s.len() && v.len() == s.len(),
         "attention_forward: q/k/v length"
@@ -120,8 +159,19 @@ pub fn attention_forward(
         let valid = key_valid.map(|kv| &kv[b * t..(b + 1) * t]);
         let mut p = vec![0.0f32; t * t];
         scores(&mut p, q, k, b, h, s, scale, par);
-        for (row, lse_i) in p.chunks_exact_mut(t).zip(lse_h.iter_mut()) {
+        for (i, (row, lse_i)) in p.chunks_exact_mut(t).zip(lse_h.iter_mut()).enumerate() {
             *lse_i = softmax_row(row, valid);
+            if let Some(d) = &dropout {
+                // P̃ = P ∘ M c; lse keeps the undropped normaliser.
+                let (base, c) = (AttentionDropout::row_counter(s, bh, i), d.scale());
+                for (j, x) in row.iter_mut().enumerate() {
+                    *x = if dropout_keep(d.seed, base + j as u64, d.p) {
+                        *x * c
+                    } else {
+                        0.0
+                    };
+                }
+            }
         }
         let o = out_ptr;
         // SAFETY: head (b, h) of `out` is the strided block rows b*T.., columns h*D..(h+1)*D,
@@ -213,7 +263,8 @@ fn probabilities_row(row: &mut [f32], lse: f32, valid: Option<&[u8]>) {
     )
 }
 
-/// dv += Pᵀ dO; dS = P ∘ (dO Vᵀ - rowsum(dO ∘ O)); dq += scale dS K; dk += scale dSᵀ Q.
+/// dv += P̃ᵀ dO; dS = P ∘ (M c ∘ dO Vᵀ - rowsum(dO ∘ O)); dq += scale dS K; dk += scale dSᵀ Q
+/// (without dropout M c = 1 and P̃ = P). `out` must be the forward's output with the same dropout.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dq: &mut [f32],
@@ -228,8 +279,12 @@ pub fn attention_backward(
     key_valid: Option<&[u8]>,
     s: &AttentionShape,
     scale: f32,
+    dropout: Option<AttentionDropout>,
 ) {
     let (t, hd, w) = (s.seq, s.head_dim, s.width());
+    if let Some(d) = &dropout {
+        d.check("attention_backward");
+    }
     for (name, x) in [
         ("dq", &*dq),
         ("dk", &*dk),
@@ -296,11 +351,23 @@ pub fn attention_backward(
             let row_o = &out[off + i * w..off + i * w + hd];
             let row_do = &dout[off + i * w..off + i * w + hd];
             let di: f32 = row_o.iter().zip(row_do).map(|(a, b)| a * b).sum();
-            for (d, &pv) in ds[i * t..(i + 1) * t]
-                .iter_mut()
-                .zip(&p[i * t..(i + 1) * t])
-            {
-                *d = pv * (*d - di);
+            let (ds_row, p_row) = (&mut ds[i * t..(i + 1) * t], &mut p[i * t..(i + 1) * t]);
+            match &dropout {
+                None => {
+                    for (d, &pv) in ds_row.iter_mut().zip(p_row.iter()) {
+                        *d = pv * (*d - di);
+                    }
+                }
+                // dP = M c ∘ (dO Vᵀ); P becomes P̃ for the dv product below.
+                Some(dr) => {
+                    let (base, c) = (AttentionDropout::row_counter(s, bh, i), dr.scale());
+                    for (j, (d, pv)) in ds_row.iter_mut().zip(p_row.iter_mut()).enumerate() {
+                        let keep = dropout_keep(dr.seed, base + j as u64, dr.p);
+                        let dp = if keep { *d * c } else { 0.0 };
+                        *d = *pv * (dp - di);
+                        *pv = if keep { *pv * c } else { 0.0 };
+                    }
+                }
             }
         }
         let p_t = MatRef {

@@ -1,0 +1,538 @@
+//! The forward pass on the device and the activations it keeps for backward.
+
+use anyhow::{ensure, Context, Result};
+
+use super::{Buf, CudaMert};
+use crate::cuda::{
+    conv1d, dropout, elementwise, gelu, gemm, group_norm, layer_norm, layout, weight_norm,
+};
+use crate::device::{CudaDevice, DeviceBuffer};
+use crate::model::mert::ForwardOptions;
+use crate::model::weights::{self, POS_CONV_G, POS_CONV_V};
+use crate::ops::attention::AttentionDropout;
+use crate::ops::conv1d::Conv1dShape;
+use crate::ops::dropout::dropout_hash;
+
+/// GroupNorm / conv LayerNorm eps (torch's default; see `mert.rs`).
+pub(super) const CONV_NORM_EPS: f32 = 1e-5;
+
+/// Normalisation of one conv layer, with what its backward needs.
+pub(super) enum ConvNorm {
+    None,
+    /// GroupNorm over [B, C, T] (MERT-v1-95M layer 0); input = the conv output.
+    Group {
+        mean: Buf,
+        rstd: Buf,
+    },
+    /// LayerNorm over channels: the conv output transposed to [B, T, C] is its input.
+    Layer {
+        input: Buf,
+        mean: Buf,
+        rstd: Buf,
+    },
+}
+
+pub(super) struct ConvSaved {
+    pub shape: Conv1dShape,
+    /// The layer's input (the previous GELU output); None for layer 0, whose input is the audio.
+    pub input: Option<Buf>,
+    /// The conv output [B, C, T] (GroupNorm input; the GELU input when there is no norm).
+    pub conv_out: Buf,
+    pub norm: ConvNorm,
+    /// The GELU input when a norm precedes it.
+    pub gelu_in: Option<Buf>,
+}
+
+/// One encoder layer's saved activations (post-LN and pre-LN forms share the struct).
+pub(super) struct LayerSaved {
+    /// Pre-LN: LayerNorm(h) fed to q/k/v, with its stats; post-LN: None (q/k/v read the layer input).
+    pub attn_in: Option<(Buf, Buf, Buf)>,
+    pub q: Buf,
+    pub k: Buf,
+    pub v: Buf,
+    pub attn: Buf,
+    pub lse: Buf,
+    pub attn_dropout: Option<AttentionDropout>,
+    /// h + dropout(out_proj(attn)).
+    pub resid1: Buf,
+    /// Post-LN: LayerNorm(resid1) (the FFN input and its residual); pre-LN: LayerNorm2(resid1).
+    pub ffn_in: Buf,
+    pub ffn_in_stats: (Buf, Buf),
+    /// intermediate_dense output (the GELU input) and the dropped-out GELU output (output_dense input).
+    pub inter: Buf,
+    pub act: Buf,
+    /// Post-LN only: ffn_in + dropout(output_dense(act)), the final LayerNorm's input, and its stats.
+    pub resid2: Option<(Buf, Buf, Buf)>,
+    /// Seeds of the hidden dropout after out_proj, the activation dropout and the FFN hidden dropout.
+    pub seeds: [u64; 3],
+}
+
+pub(super) struct Saved {
+    pub audio: Buf,
+    pub convs: Vec<ConvSaved>,
+    /// feature_projection.layer_norm output and stats, when the config has it.
+    pub proj_ln: Option<(Buf, Buf, Buf)>,
+    pub proj_dropout_seed: u64,
+    pub mask_time: Option<DeviceBuffer<u8>>,
+    /// Encoder input after masking/zeroing, transposed to [B, H, T] (the positional conv input).
+    pub pos_in: Buf,
+    /// Weight-normed positional conv weight and the norms of v.
+    pub pos_weight: Buf,
+    pub pos_norms: Buf,
+    /// The narrowed positional conv output [B, H, T] (GELU input).
+    pub pos_conv: Buf,
+    /// Post-LN: encoder.layer_norm input and stats.
+    pub enc_ln: Option<(Buf, Buf, Buf)>,
+    pub enc_dropout_seed: u64,
+    /// Per layer; None when LayerDrop skipped it.
+    pub layers: Vec<Option<LayerSaved>>,
+    /// Pre-LN: the last layer's output (final encoder LayerNorm input) and stats.
+    pub final_ln: Option<(Buf, Buf, Buf)>,
+}
+
+/// What a forward pass returns: the hidden states and, when recording, the activations for backward.
+pub struct CudaForward {
+    /// num_hidden_layers + 1 tensors [B, T, H], as transformers returns them.
+    pub hidden_states: Vec<Buf>,
+    /// Conv-stack output [B, T, C] (before the projection LayerNorm).
+    pub features: Buf,
+    pub frame_lengths: Vec<usize>,
+    pub batch: usize,
+    pub frames: usize,
+    pub(super) frame_valid: Option<DeviceBuffer<u8>>,
+    pub(super) opts: ForwardOptions,
+    pub(super) saved: Option<Saved>,
+}
+
+impl CudaForward {
+    /// Copies hidden state `i` to the host.
+    pub fn hidden_state(&self, dev: &CudaDevice, i: usize) -> Result<Vec<f32>> {
+        let h = self
+            .hidden_states
+            .get(i)
+            .with_context(|| format!("no hidden state {i}"))?;
+        dev.dtoh(h)
+    }
+}
+
+/// The dropout seed sequence of `Mert::forward`: one draw per dropout site, in call order.
+struct DropoutSeeds(u64);
+
+impl DropoutSeeds {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xD1B5_4A32_D192_ED03);
+        self.0
+    }
+}
+
+impl CudaMert {
+    /// Applies dropout in place of `x` (a new buffer) when training with p > 0; else returns `x`.
+    pub(super) fn dropout(&self, x: Buf, p: f32, seed: u64, train: bool) -> Result<Buf> {
+        if !train || p == 0.0 {
+            return Ok(x);
+        }
+        let mut out = self.dev.alloc(x.len())?;
+        dropout::dropout_forward(&self.dev, &mut out, &x, x.len(), p, seed)?;
+        Ok(out)
+    }
+
+    pub(super) fn linear(&self, x: &Buf, rows: usize, name: &str, out_f: usize) -> Result<Buf> {
+        let p = &self.params;
+        let w = p.id(&format!("{name}.weight"))?;
+        let b = p.id_opt(&format!("{name}.bias"));
+        let in_f = x.len() / rows.max(1);
+        let mut out = self.dev.alloc(rows * out_f)?;
+        gemm::linear_forward(
+            &self.dev,
+            &mut out,
+            x,
+            &p.values[w],
+            b.map(|b| &p.values[b]),
+            rows,
+            in_f,
+            out_f,
+        )
+        .with_context(|| format!("{name} forward"))?;
+        Ok(out)
+    }
+
+    /// LayerNorm over the last dim of x [rows, cols]: (out, mean, rstd).
+    pub(super) fn layer_norm(
+        &self,
+        x: &Buf,
+        rows: usize,
+        name: &str,
+        eps: f32,
+    ) -> Result<(Buf, Buf, Buf)> {
+        let p = &self.params;
+        let (w, b) = (
+            p.id(&format!("{name}.weight"))?,
+            p.id(&format!("{name}.bias"))?,
+        );
+        let cols = x.len() / rows.max(1);
+        let mut out = self.dev.alloc(x.len())?;
+        let mut mean = self.dev.alloc(rows)?;
+        let mut rstd = self.dev.alloc(rows)?;
+        layer_norm::layer_norm_forward(
+            &self.dev,
+            &mut out,
+            &mut mean,
+            &mut rstd,
+            x,
+            &p.values[w],
+            &p.values[b],
+            rows,
+            cols,
+            eps,
+        )
+        .with_context(|| format!("{name} forward"))?;
+        Ok((out, mean, rstd))
+    }
+
+    fn gelu(&self, x: &Buf) -> Result<Buf> {
+        let mut out = self.dev.alloc(x.len())?;
+        gelu::gelu_forward(&self.dev, &mut out, x)?;
+        Ok(out)
+    }
+
+    /// Forward `audio` [batch, samples] (row-major). `sample_mask` [batch*samples] marks real samples as
+    /// transformers' attention_mask does. `record` keeps the activations for [`CudaMert::backward`].
+    pub fn forward(
+        &self,
+        audio: &[f32],
+        batch: usize,
+        samples: usize,
+        sample_mask: Option<&[u8]>,
+        opts: &ForwardOptions,
+        record: bool,
+    ) -> Result<CudaForward> {
+        let cfg = &self.config;
+        let dev = &self.dev;
+        ensure!(
+            audio.len() == batch * samples && batch > 0,
+            "audio has {} samples for a batch of {batch} x {samples}",
+            audio.len()
+        );
+        ensure!(
+            samples >= cfg.min_samples(),
+            "audio of {samples} samples is shorter than the model's receptive field ({} samples)",
+            cfg.min_samples()
+        );
+        let train = opts.train;
+        let mut seeds = DropoutSeeds(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let audio_buf = dev.htod(audio)?;
+
+        // Feature extractor: [B, 1, L] -> [B, C, T].
+        let mut convs = Vec::new();
+        let mut x_len = samples;
+        let mut in_ch = 1;
+        let mut x: Option<Buf> = None;
+        for i in 0..cfg.conv_dim.len() {
+            let pre = format!("feature_extractor.conv_layers.{i}");
+            let shape = Conv1dShape {
+                batch,
+                in_channels: in_ch,
+                out_channels: cfg.conv_dim[i],
+                in_len: x_len,
+                kernel: cfg.conv_kernel[i],
+                stride: cfg.conv_stride[i],
+                padding: 0,
+                groups: 1,
+            };
+            let (t, c) = (shape.out_len(), shape.out_channels);
+            let p = &self.params;
+            let w = p.id(&format!("{pre}.conv.weight"))?;
+            let b = p.id_opt(&format!("{pre}.conv.bias"));
+            let input = x.take(); // None: layer 0 reads the audio
+            let mut conv_out = dev.alloc(batch * c * t)?;
+            conv1d::conv1d_forward(
+                dev,
+                &mut conv_out,
+                input.as_ref().unwrap_or(&audio_buf),
+                &p.values[w],
+                b.map(|b| &p.values[b]),
+                &shape,
+            )
+            .with_context(|| format!("conv layer {i}"))?;
+            let norm_name = format!("{pre}.layer_norm");
+            let (norm, gelu_in) = if cfg.feat_extract_norm == "layer" {
+                let tin = self.transposed(&conv_out, batch, c, t)?;
+                let (n, mean, rstd) =
+                    self.layer_norm(&tin, batch * t, &norm_name, CONV_NORM_EPS)?;
+                let back = self.transposed(&n, batch, t, c)?;
+                (
+                    ConvNorm::Layer {
+                        input: tin,
+                        mean,
+                        rstd,
+                    },
+                    Some(back),
+                )
+            } else if i == 0 {
+                let (w, b) = (
+                    p.id(&format!("{norm_name}.weight"))?,
+                    p.id(&format!("{norm_name}.bias"))?,
+                );
+                let mut out = dev.alloc(conv_out.len())?;
+                let mut mean = dev.alloc(batch * c)?;
+                let mut rstd = dev.alloc(batch * c)?;
+                group_norm::group_norm_forward(
+                    dev,
+                    &mut out,
+                    &mut mean,
+                    &mut rstd,
+                    &conv_out,
+                    &p.values[w],
+                    &p.values[b],
+                    batch,
+                    c,
+                    t,
+                    c,
+                    CONV_NORM_EPS,
+                )?;
+                (ConvNorm::Group { mean, rstd }, Some(out))
+            } else {
+                (ConvNorm::None, None)
+            };
+            x = Some(self.gelu(gelu_in.as_ref().unwrap_or(&conv_out))?);
+            if record {
+                convs.push(ConvSaved {
+                    shape,
+                    input,
+                    conv_out,
+                    norm,
+                    gelu_in,
+                });
+            }
+            x_len = t;
+            in_ch = c;
+        }
+        let conv_last = x.expect("at least one conv layer");
+        let (frames, conv_ch) = (x_len, in_ch);
+        let features = self.transposed(&conv_last, batch, conv_ch, frames)?; // [B, T, C]
+
+        let frame_lengths: Vec<usize> = match sample_mask {
+            None => vec![frames; batch],
+            Some(m) => {
+                ensure!(
+                    m.len() == batch * samples,
+                    "attention mask has {} entries for {batch}x{samples} samples",
+                    m.len()
+                );
+                m.chunks_exact(samples)
+                    .map(|row| cfg.frames_for_samples(row.iter().filter(|&&v| v != 0).count()))
+                    .collect()
+            }
+        };
+        let frame_valid = match sample_mask {
+            None => None,
+            Some(_) => {
+                let v: Vec<u8> = frame_lengths
+                    .iter()
+                    .flat_map(|&n| (0..frames).map(move |t| u8::from(t < n)))
+                    .collect();
+                Some(dev.htod(&v)?)
+            }
+        };
+
+        // Feature projection.
+        let rows = batch * frames;
+        let hidden = cfg.hidden_size;
+        let proj_ln = if cfg.feat_proj_layer_norm {
+            Some(self.layer_norm(
+                &features,
+                rows,
+                "feature_projection.layer_norm",
+                cfg.layer_norm_eps,
+            )?)
+        } else {
+            None
+        };
+        let proj_in = proj_ln.as_ref().map(|t| &t.0).unwrap_or(&features);
+        let h = self.linear(proj_in, rows, "feature_projection.projection", hidden)?;
+        let proj_dropout_seed = seeds.next();
+        let mut h = self.dropout(h, cfg.feat_proj_dropout, proj_dropout_seed, train)?;
+        let mask_time = match &opts.mask_time {
+            None => None,
+            Some(mask) => {
+                ensure!(
+                    mask.len() == rows,
+                    "mask_time has {} entries for {batch}x{frames} frames",
+                    mask.len()
+                );
+                let m = dev.htod(mask)?;
+                let emb = self.params.id("masked_spec_embed")?;
+                let mut out = dev.alloc(h.len())?;
+                layout::replace_masked_rows_forward(
+                    dev,
+                    &mut out,
+                    &h,
+                    &self.params.values[emb],
+                    &m,
+                    rows,
+                    hidden,
+                )?;
+                h = out;
+                Some(m)
+            }
+        };
+        if let Some(valid) = &frame_valid {
+            let mut out = dev.alloc(h.len())?;
+            layout::mask_rows(dev, &mut out, &h, valid, rows, hidden, false)?;
+            h = out;
+        }
+
+        // Positional conv embedding: GELU(weight-normed grouped conv), last frame dropped for even k.
+        let pos_in = self.transposed(&h, batch, frames, hidden)?;
+        let (pos_weight, pos_norms) = self.positional_weight()?;
+        let pshape = self.pos_conv_shape(batch, frames);
+        let mut pconv = dev.alloc(batch * hidden * pshape.out_len())?;
+        let bias = self.params.id("encoder.pos_conv_embed.conv.bias")?;
+        conv1d::conv1d_forward(
+            dev,
+            &mut pconv,
+            &pos_in,
+            &pos_weight,
+            Some(&self.params.values[bias]),
+            &pshape,
+        )
+        .context("positional conv")?;
+        let pos_conv = if pshape.out_len() != frames {
+            let mut n = dev.alloc(batch * hidden * frames)?;
+            layout::narrow_last(
+                dev,
+                &mut n,
+                &pconv,
+                batch * hidden,
+                pshape.out_len(),
+                frames,
+            )?;
+            n
+        } else {
+            pconv
+        };
+        let pos = self.transposed(&self.gelu(&pos_conv)?, batch, hidden, frames)?;
+        let mut h2 = dev.alloc(h.len())?;
+        elementwise::add(dev, &mut h2, &h, &pos)?;
+        drop((h, pos));
+
+        let post_ln = !cfg.do_stable_layer_norm;
+        let (mut h, enc_ln) = if post_ln {
+            let (out, mean, rstd) =
+                self.layer_norm(&h2, rows, "encoder.layer_norm", cfg.layer_norm_eps)?;
+            (out, Some((h2, mean, rstd)))
+        } else {
+            (h2, None)
+        };
+        let enc_dropout_seed = seeds.next();
+        h = self.dropout(h, cfg.hidden_dropout, enc_dropout_seed, train)?;
+
+        let mut hidden_states = Vec::with_capacity(cfg.num_hidden_layers + 1);
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        let mut layer_rng = weights::InitRng::new(opts.seed ^ 0x5EED_1A7E_D409);
+        let key_valid = frame_valid.as_ref();
+        for l in 0..cfg.num_hidden_layers {
+            if train && cfg.layerdrop > 0.0 && (layer_rng.uniform() as f32) < cfg.layerdrop {
+                let mut copy = dev.alloc(h.len())?;
+                layout::copy(dev, &mut copy, &h)?;
+                hidden_states.push(std::mem::replace(&mut h, copy));
+                layers.push(None);
+                continue;
+            }
+            let attn_dropout = (train && cfg.attention_dropout > 0.0).then(|| AttentionDropout {
+                p: cfg.attention_dropout,
+                seed: dropout_hash(opts.seed ^ 0xA77E_D809_0000_0000, l as u64),
+            });
+            let layer_seeds = [seeds.next(), seeds.next(), seeds.next()];
+            let (out, saved) = self.layer_forward(
+                l,
+                &h,
+                batch,
+                frames,
+                key_valid,
+                attn_dropout,
+                layer_seeds,
+                train,
+                record,
+            )?;
+            hidden_states.push(std::mem::replace(&mut h, out));
+            layers.push(saved);
+        }
+        let final_ln = if post_ln {
+            None
+        } else {
+            let (out, mean, rstd) =
+                self.layer_norm(&h, rows, "encoder.layer_norm", cfg.layer_norm_eps)?;
+            Some((std::mem::replace(&mut h, out), mean, rstd))
+        };
+        hidden_states.push(h);
+
+        let saved = record.then(|| Saved {
+            audio: audio_buf,
+            convs,
+            proj_ln,
+            proj_dropout_seed,
+            mask_time,
+            pos_in,
+            pos_weight,
+            pos_norms,
+            pos_conv,
+            enc_ln,
+            enc_dropout_seed,
+            layers,
+            final_ln,
+        });
+        Ok(CudaForward {
+            hidden_states,
+            features,
+            frame_lengths,
+            batch,
+            frames,
+            frame_valid,
+            opts: opts.clone(),
+            saved,
+        })
+    }
+
+    pub(super) fn pos_conv_shape(&self, batch: usize, frames: usize) -> Conv1dShape {
+        let cfg = &self.config;
+        let k = cfg.num_conv_pos_embeddings;
+        Conv1dShape {
+            batch,
+            in_channels: cfg.hidden_size,
+            out_channels: cfg.hidden_size,
+            in_len: frames,
+            kernel: k,
+            stride: 1,
+            padding: k / 2,
+            groups: cfg.num_conv_pos_embedding_groups,
+        }
+    }
+
+    /// w = g * v / ||v|| over dims (0, 1) per kernel tap (torch weight_norm, dim = 2).
+    fn positional_weight(&self) -> Result<(Buf, Buf)> {
+        let p = &self.params;
+        let (g, v) = (p.id(POS_CONV_G)?, p.id(POS_CONV_V)?);
+        let dims = pos_dims(&p.shapes[v])?;
+        let mut w = self.dev.alloc(p.values[v].len())?;
+        let mut norms = self.dev.alloc(dims[2])?;
+        weight_norm::weight_norm_forward(
+            &self.dev,
+            &mut w,
+            &mut norms,
+            &p.values[g],
+            &p.values[v],
+            dims,
+            2,
+        )?;
+        Ok((w, norms))
+    }
+}
+
+pub(super) fn pos_dims(shape: &[usize]) -> Result<[usize; 3]> {
+    ensure!(
+        shape.len() == 3,
+        "positional conv weight_v has shape {shape:?}"
+    );
+    Ok([shape[0], shape[1], shape[2]])
+}
