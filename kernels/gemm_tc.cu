@@ -102,8 +102,8 @@ TC_UNROLL
       for (int i = 0; i < 2; ++i) {
         const int r = wm + 16 * i + g;
         a[i][0] = tc_pair(As, r, ks + 2 * t);
-        a[i][2] = tc_pair(As, r + 8, ks + 2 * t);
-        a[i][1] = tc_pair(As, r, ks + 2 * t + 8);
+        a[i][1] = tc_pair(As, r + 8, ks + 2 * t);
+        a[i][2] = tc_pair(As, r, ks + 2 * t + 8);
         a[i][3] = tc_pair(As, r + 8, ks + 2 * t + 8);
       }
 TC_UNROLL

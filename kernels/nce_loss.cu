@@ -3,9 +3,9 @@
 // with both norms clamped at 1e-8; loss[n*K+k] = lse - logit[target].
 //
 // Forward: one block per (32-row tile, codebook), 8 warps x 4 rows. The rows are normalised into shared
-// memory once; the block then streams the C codewords of its codebook through shared memory in tiles of 32
-// (scaled by the inverse norms of nce_codeword_inv_norms_f32), lane j computes the logits of codeword j for its
-// warp's 4 rows and keeps an online log-sum-exp; lanes merge at the end. lse is saved for the backward.
+// memory once; the block then streams the C codewords of its codebook through shared memory in tiles of
+// 32 (scaled by the inverse norms of nce_codeword_inv_norms_f32), lane j computes the logits of codeword j
+// for its warp's 4 rows and keeps an online log-sum-exp; lanes merge at the end. lse is saved for backward.
 // Backward: the same row loop recomputes the logits, forms g = dloss/T (softmax - onehot), accumulates
 // ga = sum_c g_c b^_c per row in shared memory (dpred) and stores g in a [K, N, C] scratch; a second kernel,
 // one block per (32-codeword tile, codebook), sums gb = sum_n g[n,c] a^_n over the rows in a fixed order.

@@ -114,6 +114,29 @@ fn cqt_matches_cpu_plan_on_ragged_chirps() {
     }
 }
 
+/// Small plans whose packed FFT size M = Lb/2 = 2^11 is not a square (four-step 32 x 64), with
+/// several blocks per clip and other fold sizes: hop 96 (s = 32, P = 128, 22 frames per block) and an
+/// odd hop 75 (s = 1, P = Lb = 4096, 28 frames per block).
+#[test]
+fn cqt_matches_cpu_on_small_non_square_plans() {
+    for hop in [96usize, 75] {
+        let cpu = CqtPlan::new(24000, hop, 260.0, 24, 12).unwrap();
+        assert_eq!(cpu.block_len(), 4096);
+        let clips = [chirp_noise(5003, 3), chirp_noise(1234, 4)];
+        let want: Vec<Vec<f32>> = clips.iter().map(|c| cpu.forward(c).1).collect();
+        for order in ORDERS {
+            let dev = CudaDevice::emulated_with(order);
+            let plan = CqtDevicePlan::new(&dev, &cpu).unwrap();
+            let got = device_cqt(&dev, &plan, &[&clips[0], &clips[1]]);
+            for i in 0..2 {
+                let err = max_err_rel_frame(&got[i], &want[i], 24);
+                println!("hop {hop} {order:?} clip {i}: max err {err:.3e} of the frame max");
+                assert!(err < 2e-5, "hop {hop} {order:?} clip {i}: err {err:e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn cqt_matches_nnaudio_golden() {
     let bytes = std::fs::read(GOLDEN).expect("golden file");

@@ -1,6 +1,7 @@
 //! Training: masking, losses, optimiser, schedules, the loop.
 pub mod checkpoint;
 pub mod config;
+pub mod cuda_step;
 pub mod data;
 pub mod masking;
 pub mod mixup;

@@ -215,16 +215,23 @@ pub struct LossParts {
     pub accuracy: f32,
 }
 
-pub fn mert_loss(
-    tape: &mut Tape,
-    model: &Mert,
+/// The masked frames of a batch (flat indices into [B*T]) with their teacher targets (label offset
+/// applied) and CQT targets, after checking every shape: shared by the CPU and CUDA losses.
+pub struct MaskedTargets {
+    pub rows: Vec<usize>,
+    /// [rows, K]
+    pub targets: Vec<i32>,
+    /// [rows, cqt_bins]
+    pub cqt_target: Vec<f32>,
+}
+
+pub fn masked_targets(
+    config: &crate::model::config::MertConfig,
     heads: &HeadsConfig,
     batch: &PretrainBatch,
-    weights: &LossWeights,
-    opts: &ForwardOptions,
-) -> Result<LossParts> {
+) -> Result<MaskedTargets> {
     let (b, _) = (batch.audio.shape()[0], batch.audio.shape()[1]);
-    let frames = model.config.frames_for_samples(batch.audio.shape()[1]);
+    let frames = config.frames_for_samples(batch.audio.shape()[1]);
     ensure!(
         frames > 0,
         "clips of {} samples give no frames",
@@ -278,6 +285,27 @@ pub fn mert_loss(
         cqt_target.extend_from_slice(&batch.cqt[start..start + heads.cqt_bins]);
     }
 
+    Ok(MaskedTargets {
+        rows,
+        targets,
+        cqt_target,
+    })
+}
+
+pub fn mert_loss(
+    tape: &mut Tape,
+    model: &Mert,
+    heads: &HeadsConfig,
+    batch: &PretrainBatch,
+    weights: &LossWeights,
+    opts: &ForwardOptions,
+) -> Result<LossParts> {
+    let MaskedTargets {
+        rows,
+        targets,
+        cqt_target,
+    } = masked_targets(&model.config, heads, batch)?;
+    let (n_m, k_total) = (rows.len(), heads.codebooks);
     let mut opts = opts.clone();
     opts.mask_time = Some(batch.mask.clone());
     let out = model.forward(tape, &batch.audio, None, &opts)?;

@@ -110,6 +110,11 @@ impl AdamW {
         self.state.get(name)
     }
 
+    /// Replaces the state of parameter `name` (e.g. with moments computed on a CUDA device).
+    pub fn set_state(&mut self, name: &str, state: AdamState) {
+        self.state.insert(name.to_string(), state);
+    }
+
     /// Forget all moments and step counts (a fresh optimiser with the same groups).
     pub fn reset_state(&mut self) {
         self.state.clear();

@@ -136,7 +136,7 @@ impl CudaMert {
         Ok(out)
     }
 
-    pub(super) fn linear(&self, x: &Buf, rows: usize, name: &str, out_f: usize) -> Result<Buf> {
+    pub fn linear(&self, x: &Buf, rows: usize, name: &str, out_f: usize) -> Result<Buf> {
         let p = &self.params;
         let w = p.id(&format!("{name}.weight"))?;
         let b = p.id_opt(&format!("{name}.bias"));

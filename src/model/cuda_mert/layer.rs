@@ -287,7 +287,7 @@ impl CudaMert {
     }
 
     /// Linear `name` backward: dx += dout·W; dW, db accumulated when trainable.
-    pub(super) fn linear_backward(
+    pub fn linear_backward(
         &mut self,
         name: &str,
         dx: Option<&mut Buf>,
