@@ -84,21 +84,21 @@ __device__ __forceinline__ void gemm_tc_tile(float* __restrict__ C, const unsign
   const int row0 = blockIdx.x * TC_TILE, col0 = blockIdx.y * TC_TILE;
 
   float acc[2][4][4];
-TC_UNROLL
+  TC_UNROLL
   for (int i = 0; i < 2; ++i)
-TC_UNROLL
+    TC_UNROLL
     for (int j = 0; j < 4; ++j)
-TC_UNROLL
+      TC_UNROLL
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
   for (int k0 = 0; k0 < K; k0 += TC_TILE_K) {
     tc_load_tile(As, A, M, K, row0, k0, !a_trans);
     tc_load_tile(Bs, B, N, K, col0, k0, b_trans != 0);  // Bs[n][k]: k-contiguous iff B is [N,K]
     __syncthreads();
-TC_UNROLL
+    TC_UNROLL
     for (int ks = 0; ks < TC_TILE_K; ks += 16) {
       unsigned a[2][4], b[4][2];
-TC_UNROLL
+      TC_UNROLL
       for (int i = 0; i < 2; ++i) {
         const int r = wm + 16 * i + g;
         a[i][0] = tc_pair(As, r, ks + 2 * t);
@@ -106,30 +106,30 @@ TC_UNROLL
         a[i][2] = tc_pair(As, r, ks + 2 * t + 8);
         a[i][3] = tc_pair(As, r + 8, ks + 2 * t + 8);
       }
-TC_UNROLL
+      TC_UNROLL
       for (int j = 0; j < 4; ++j) {
         const int n = wn + 8 * j + g;
         b[j][0] = tc_pair(Bs, n, ks + 2 * t);
         b[j][1] = tc_pair(Bs, n, ks + 2 * t + 8);
       }
-TC_UNROLL
+      TC_UNROLL
       for (int i = 0; i < 2; ++i)
-TC_UNROLL
+        TC_UNROLL
         for (int j = 0; j < 4; ++j) mma_m16n8k16<BF16>(acc[i][j], a[i], b[j]);
     }
     __syncthreads();
   }
 
   // acc[i][j][e] is C[wm + 16i + g + 8(e/2)][wn + 8j + 2t + e%2] of this tile.
-TC_UNROLL
+  TC_UNROLL
   for (int i = 0; i < 2; ++i) {
-TC_UNROLL
+    TC_UNROLL
     for (int e2 = 0; e2 < 2; ++e2) {
       const int gm = row0 + wm + 16 * i + g + 8 * e2;
       if (gm >= M) continue;
-TC_UNROLL
+      TC_UNROLL
       for (int j = 0; j < 4; ++j) {
-TC_UNROLL
+        TC_UNROLL
         for (int e1 = 0; e1 < 2; ++e1) {
           const int gn = col0 + wn + 8 * j + 2 * t + e1;
           if (gn >= N) continue;

@@ -1,6 +1,9 @@
 //! `culturemert-raw embed`: hidden-state embeddings of audio files, one tensor per file.
 
 use crate::autograd::Tape;
+use crate::device::Device;
+use crate::model::config::MertConfig;
+use crate::model::cuda_mert::CudaMert;
 use crate::model::mert::{ForwardOptions, Mert};
 use crate::tensor::Tensor;
 use anyhow::{bail, ensure, Context, Result};
@@ -72,7 +75,41 @@ pub fn zero_mean_unit_var(x: &mut [f32]) {
     }
 }
 
-/// Embeddings of one clip: [layers.len(), frames, hidden] (or [layers.len(), hidden] pooled).
+/// Where the forward runs: the CPU tape, or the model resident on a CUDA device (GPU or emulator).
+pub enum Backend<'a> {
+    Cpu(&'a Mert),
+    Cuda(CudaMert),
+}
+
+impl Backend<'_> {
+    fn config(&self) -> &MertConfig {
+        match self {
+            Backend::Cpu(m) => &m.config,
+            Backend::Cuda(m) => &m.config,
+        }
+    }
+
+    /// Valid frames and the requested hidden states [frames, hidden] of one clip.
+    fn hidden_states(&self, piece: &[f32], layers: &[usize]) -> Result<(usize, Vec<Vec<f32>>)> {
+        match self {
+            Backend::Cpu(model) => {
+                let mut tape = Tape::no_grad();
+                let audio = Tensor::from_f32(&[1, piece.len()], piece.to_vec());
+                let out = model.forward(&mut tape, &audio, None, &ForwardOptions::default())?;
+                let hs = layers.iter().map(|&l| out.hidden_states[l].data().to_vec());
+                Ok((out.frame_lengths[0], hs.collect()))
+            }
+            Backend::Cuda(model) => {
+                let opts = ForwardOptions::default();
+                let out = model.forward(piece, 1, piece.len(), None, &opts, false)?;
+                let hs = layers.iter().map(|&l| out.hidden_state(&model.dev, l));
+                Ok((out.frame_lengths[0], hs.collect::<Result<_>>()?))
+            }
+        }
+    }
+}
+
+/// Embeddings of one clip on the CPU: [layers.len(), frames, hidden] (or [layers.len(), hidden] pooled).
 pub fn embed_samples(
     model: &Mert,
     samples: &[f32],
@@ -80,7 +117,18 @@ pub fn embed_samples(
     pool: Pool,
     chunk: Option<usize>,
 ) -> Result<Tensor> {
-    let cfg = &model.config;
+    embed_samples_on(&Backend::Cpu(model), samples, layers, pool, chunk)
+}
+
+/// [`embed_samples`] on any backend.
+pub fn embed_samples_on(
+    model: &Backend,
+    samples: &[f32],
+    layers: &[usize],
+    pool: Pool,
+    chunk: Option<usize>,
+) -> Result<Tensor> {
+    let cfg = model.config();
     let min = cfg.min_samples();
     ensure!(
         samples.len() >= min,
@@ -105,13 +153,9 @@ pub fn embed_samples(
     let mut per_layer: Vec<Vec<f32>> = vec![Vec::new(); layers.len()];
     let mut frames_total = 0;
     for piece in &chunks {
-        let mut tape = Tape::no_grad();
-        let audio = Tensor::from_f32(&[1, piece.len()], piece.to_vec());
-        let out = model.forward(&mut tape, &audio, None, &ForwardOptions::default())?;
-        let frames = out.frame_lengths[0];
+        let (frames, states) = model.hidden_states(piece, layers)?;
         frames_total += frames;
-        for (dst, &l) in per_layer.iter_mut().zip(layers) {
-            let hs = out.hidden_states[l].data();
+        for (dst, hs) in per_layer.iter_mut().zip(&states) {
             match pool {
                 Pool::None => dst.extend_from_slice(hs),
                 Pool::Mean => {
@@ -147,14 +191,7 @@ pub fn tensor_name(path: &Path) -> Result<String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    match args.device.as_str() {
-        "cpu" | "auto" => {}
-        "cuda" | "emu" => bail!(
-            "--device {}: the MERT forward on the CUDA device is not built yet; use --device cpu",
-            args.device
-        ),
-        other => bail!("--device must be cpu, cuda, emu or auto, got {other:?}"),
-    }
+    let device = Device::parse(&args.device)?;
     let pool = match args.pool.as_str() {
         "none" => Pool::None,
         "mean" => Pool::Mean,
@@ -163,6 +200,11 @@ pub fn run(args: Args) -> Result<()> {
     let model = Mert::load(&args.model)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let layers = parse_layers(&args.layers, model.config.num_hidden_layers)?;
+    let backend = match &device {
+        Device::Cpu => Backend::Cpu(&model),
+        Device::Cuda(dev) => Backend::Cuda(CudaMert::new(dev, &model)?),
+    };
+    eprintln!("embedding on {device}");
     let rate = model.config.sample_rate;
     let chunk = match args.chunk_seconds {
         None => None,
@@ -192,7 +234,7 @@ pub fn run(args: Args) -> Result<()> {
         if args.normalize {
             zero_mean_unit_var(&mut samples);
         }
-        let emb = embed_samples(&model, &samples, &layers, pool, chunk)
+        let emb = embed_samples_on(&backend, &samples, &layers, pool, chunk)
             .with_context(|| format!("embedding {}", path.display()))?;
         outputs.push((tensor_name(path)?, emb));
         bar.inc(1);
