@@ -54,7 +54,7 @@ pub struct Args {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// cpu | auto (the CUDA training path is not built yet).
+    /// cpu | cuda | cuda:N | emu (host emulator) | auto (a usable GPU, else the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Stop after N optimizer steps of this invocation (as if interrupted; resume with --resume).
@@ -185,12 +185,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    match args.device.as_str() {
-        "cpu" | "auto" => {}
-        other => {
-            bail!("--device {other}: training runs on the CPU in this version (use cpu or auto)")
-        }
-    }
+    let device = crate::device::Device::parse(&args.device)?;
     if let Some(t) = args.threads {
         ensure!(t > 0, "--threads must be positive");
         crate::ops::gemm::set_num_threads(t);
@@ -284,7 +279,7 @@ pub fn run(args: Args) -> Result<()> {
         toml::to_string(&cfg)?.as_bytes(),
     )?;
     eprintln!(
-        "training {} ({} steps in {} stages, {} parameters) into {}",
+        "training {} ({} steps in {} stages, {} parameters) on {device} into {}",
         cfg.name,
         cfg.total_steps(),
         cfg.stages.len(),
@@ -297,6 +292,7 @@ pub fn run(args: Args) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         stop_after: args.stop_after,
         progress: !args.quiet,
+        device: device.clone(),
     };
     train(&cfg, &mut model, &heads_cfg, &pipeline, &opts)?;
 

@@ -2,6 +2,8 @@
 //! non-finite steps, metrics.jsonl, checkpoints and exact resume.
 
 use crate::autograd::Tape;
+use crate::device::Device;
+use crate::train::cuda_step::{CudaTrainer, DeviceLoss};
 use crate::model::mert::{ForwardOptions, Mert};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::{latest_checkpoint, read_state, save_checkpoint, TrainState};
@@ -28,6 +30,8 @@ pub struct RunOptions {
     /// Stop (as if interrupted) after this many optimizer steps of this invocation.
     pub stop_after: Option<usize>,
     pub progress: bool,
+    /// Where the steps run: the CPU tape, or every kernel on a CUDA device (GPU or emulator).
+    pub device: Device,
 }
 
 /// One line of metrics.jsonl.
@@ -164,6 +168,14 @@ pub fn train(
             );
         }
     }
+    let mut on_device = match &opts.device {
+        Device::Cpu => None,
+        Device::Cuda(dev) => {
+            let mut t = CudaTrainer::new(dev, model)?;
+            t.upload_optimizer(&optimizer)?;
+            Some(t)
+        }
+    };
     if start_step == 0 && metrics_path.exists() {
         std::fs::remove_file(&metrics_path)?;
     }
@@ -216,11 +228,22 @@ pub fn train(
             if step == stage_start {
                 optimizer = optimizer_for(cfg, si)?; // a new stage starts with fresh optimiser state
             }
+            if let Some(t) = on_device.as_mut() {
+                t.apply_frozen(&model.params)?;
+                if step == stage_start {
+                    t.reset_optimizer();
+                } else {
+                    t.upload_optimizer(&optimizer)?; // resumed mid-stage: optimizer_for may have replaced it
+                }
+            }
             current_stage = si;
         }
         let lr = schedule.lr(step);
         let t0 = Instant::now();
-        model.params.zero_grad();
+        match on_device.as_mut() {
+            Some(t) => t.zero_grads()?,
+            None => model.params.zero_grad(),
+        }
         let micro = stage.micro_batch();
         let (mut loss, mut ce, mut pen, mut mse, mut acc, mut masked) =
             (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize);
@@ -264,13 +287,26 @@ pub fn train(
                 mask_time: None,
                 feature_grad_mult: Some(o.feature_grad_mult),
             };
-            let mut tape = Tape::new();
-            let parts = mert_loss(&mut tape, model, heads, &batch, &weights, &fopts)?;
             let scale = 1.0 / stage.grad_accumulation as f32;
-            let total_loss = parts.total.data()[0] as f64;
-            tape.backward(vec![(&parts.total, vec![scale])], &mut model.params)?;
+            let parts = match on_device.as_mut() {
+                Some(t) => t.loss_backward(heads, &batch, &weights, &fopts, scale)?,
+                None => {
+                    let mut tape = Tape::new();
+                    let parts = mert_loss(&mut tape, model, heads, &batch, &weights, &fopts)?;
+                    let total = parts.total.data()[0];
+                    tape.backward(vec![(&parts.total, vec![scale])], &mut model.params)?;
+                    DeviceLoss {
+                        total,
+                        codebook_ce: parts.codebook_ce,
+                        feature_penalty: parts.feature_penalty,
+                        cqt_mse: parts.cqt_mse,
+                        masked_frames: parts.masked_frames,
+                        accuracy: parts.accuracy,
+                    }
+                }
+            };
             let k = stage.grad_accumulation as f64;
-            loss += total_loss / k;
+            loss += parts.total as f64 / k;
             ce += parts.codebook_ce as f64 / k;
             pen += parts.feature_penalty as f64 / k;
             mse += parts.cqt_mse as f64 / k;
@@ -278,9 +314,16 @@ pub fn train(
             masked += parts.masked_frames;
             audio_seconds += (crops.batch * crops.len) as f64 / model.config.sample_rate as f64;
         }
-        let norm = clip_grad_norm(&mut model.params, stage.clip_norm as f64);
+        let norm = match on_device.as_mut() {
+            Some(t) => t.clip_grad_norm(stage.clip_norm as f64)?,
+            None => clip_grad_norm(&mut model.params, stage.clip_norm as f64),
+        };
         let skipped = if !loss.is_finite() || !norm.is_finite() {
             true
+        } else if let Some(t) = on_device.as_mut() {
+            // A finite global norm means every gradient is finite.
+            t.adamw_step(&optimizer, lr)?;
+            false
         } else {
             matches!(
                 optimizer.step(&mut model.params, lr)?,
@@ -329,10 +372,16 @@ pub fn train(
                 seed: cfg.seed,
                 config_toml: toml::to_string(cfg)?,
             };
+            if let Some(t) = &on_device {
+                t.download(model, &mut optimizer)?;
+            }
             save_checkpoint(&opts.run_dir, model, &optimizer, &state, 2)?;
         }
     }
     bar.finish_and_clear();
+    if let Some(t) = &on_device {
+        t.download(model, &mut optimizer)?;
+    }
     Ok(out)
 }
 
