@@ -14,6 +14,7 @@
 
 use culturemert_raw::autograd::Tape;
 use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::model::cuda_mert::Precision;
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
 use culturemert_raw::model::weights::{read_safetensors, RawTensors};
 use culturemert_raw::tensor::{CpuData, Tensor};
@@ -176,9 +177,9 @@ fn ten_updates(backend: Backend) {
     let (mut worst_loss, mut worst_norm) = (0.0f64, 0.0f64);
     let mut device = match backend {
         Backend::Cpu => None,
-        Backend::Emu(schedule) => {
-            Some(CudaTrainer::new(&CudaDevice::emulated_with(schedule), &model).unwrap())
-        }
+        Backend::Emu(schedule) => Some(
+            CudaTrainer::new(&CudaDevice::emulated_with(schedule), &model, Precision::F32).unwrap(),
+        ),
     };
 
     for update in 0..UPDATES {
@@ -413,4 +414,59 @@ fn adamw_alone_matches_torch_on_recorded_gradients() {
         }
     }
     println!("AdamW alone vs torch: worst rel err {worst:.2e} (params, exp_avg, exp_avg_sq)");
+}
+
+/// Mixed precision on the emulated device, against the f32 CPU tape on the same micro-batch: linear layers
+/// on bf16 / f16 tensor-core GEMMs (f32 accumulation) change the loss and the gradient norm by about the
+/// operand rounding (bf16: 2^-9 relative, f16: 2^-12): tolerances 1e-2 (bf16) and 2e-3 (f16), relative.
+/// f16's loss scaling is exact (a power of two): the clipped gradient norm at scale 2^16 equals the one at
+/// scale 1; and an overflowing scale skips the step and halves.
+#[test]
+fn mixed_precision_on_the_emulated_device() {
+    let g = read_safetensors(&golden("train/golden.safetensors")).unwrap();
+    let mut model = Mert::load(&golden("tiny_postln")).unwrap();
+    let heads = load_heads(&mut model, &golden("loss/heads.safetensors"), 3).unwrap();
+    let b = batch(&g, 0);
+    let opts = ForwardOptions {
+        feature_grad_mult: Some(0.1),
+        ..Default::default()
+    };
+    let w = LossWeights::default();
+    let mut tape = Tape::new();
+    let parts = mert_loss(&mut tape, &model, &heads, &b, &w, &opts).unwrap();
+    let cpu_loss = parts.total.data()[0] as f64;
+    let mut store = model.params.clone();
+    tape.backward(vec![(&parts.total, vec![1.0])], &mut store).unwrap();
+    let cpu_norm = clip_grad_norm(&mut store, f64::INFINITY).norm;
+
+    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    for (precision, tol) in [(Precision::Bf16, 1e-2), (Precision::F16, 2e-3)] {
+        let mut t = CudaTrainer::new(&dev, &model, precision).unwrap();
+        let loss = t.loss_backward(&heads, &b, &w, &opts, 1.0).unwrap().total as f64;
+        let norm = t.clip_grad_norm(f64::INFINITY).unwrap().norm;
+        println!(
+            "{precision}: loss {loss:.6} vs f32 {cpu_loss:.6} (rel {:.2e}), grad norm {norm:.6} vs {cpu_norm:.6} (rel {:.2e})",
+            rel(loss, cpu_loss),
+            rel(norm, cpu_norm)
+        );
+        assert!(rel(loss, cpu_loss) <= tol, "{precision} loss");
+        assert!(rel(norm, cpu_norm) <= tol, "{precision} grad norm");
+        assert!(rel(loss, cpu_loss) > 0.0, "{precision}: identical to f32, so the GEMMs were not in half");
+        if precision == Precision::F16 {
+            // Same step at loss scale 1: the unscaled norm must agree (powers of two are exact).
+            t.scaler.as_mut().unwrap().scale = 1.0;
+            t.zero_grads().unwrap();
+            t.loss_backward(&heads, &b, &w, &opts, 1.0).unwrap();
+            let unscaled = t.clip_grad_norm(f64::INFINITY).unwrap().norm;
+            println!("f16 grad norm at loss scale 65536 {norm:.9} vs 1 {unscaled:.9}");
+            assert!(rel(norm, unscaled) <= 1e-5, "loss scaling changed the gradients");
+            // An overflowing scale: the norm is non-finite, the step is flagged and the scale halves.
+            t.scaler.as_mut().unwrap().scale = 1e38;
+            t.zero_grads().unwrap();
+            t.loss_backward(&heads, &b, &w, &opts, 1.0).unwrap();
+            let n = t.clip_grad_norm(1.0).unwrap();
+            assert!(!n.is_finite() && t.last_overflow);
+            assert_eq!(t.scaler.as_ref().unwrap().scale, 5e37);
+        }
+    }
 }

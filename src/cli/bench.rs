@@ -1,9 +1,15 @@
 //! `culturemert-raw bench`: time the MERT forward (and optionally backward) on the CPU with random weights.
+//! `--train-step`: one full pre-training step as `train` runs it (dropout on, LayerDrop off so the work
+//! is fixed): forward with masking, the MERT loss (8 x 1024 codebook NCE + CQT MSE + feature penalty),
+//! backward, grad-norm clipping and AdamW; counterpart of reference/bench_train.py.
 
 use crate::autograd::Tape;
 use crate::model::config::MertConfig;
 use crate::model::mert::{ForwardOptions, Mert};
 use crate::tensor::Tensor;
+use crate::train::masking::{compute_mask_indices, MaskRng};
+use crate::train::objective::{init_heads, mert_loss, HeadsConfig, LossWeights, PretrainBatch};
+use crate::train::optim::{clip_grad_norm, AdamW, ParamGroup};
 use anyhow::{ensure, Result};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -31,6 +37,17 @@ pub struct Args {
     /// Also time forward + backward of sum(last hidden state).
     #[arg(long)]
     pub train: bool,
+    /// Time only full training steps: forward + MERT loss + backward + clipping + AdamW.
+    #[arg(long, conflicts_with = "train")]
+    pub train_step: bool,
+}
+
+/// Peak resident set size of this process (VmHWM), in MB; None where /proc is unavailable.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -48,6 +65,9 @@ pub fn run(args: Args) -> Result<()> {
         .num_threads(threads)
         .build()?;
     let samples = (args.seconds * cfg.sample_rate as f64).round() as usize;
+    if args.train_step {
+        return train_step(&args, cfg, samples, threads, &pool);
+    }
     let model = Mert::random(cfg, 1)?;
     let mut rng = crate::model::weights::InitRng::new(7);
     let audio = Tensor::from_f32(
@@ -99,5 +119,97 @@ pub fn run(args: Args) -> Result<()> {
     if args.train {
         report("forward+backward", &time(true)?);
     }
+    Ok(())
+}
+
+/// Median (and min) seconds of `iters` full training steps after one warm-up step.
+fn train_step(
+    args: &Args,
+    mut cfg: MertConfig,
+    samples: usize,
+    threads: usize,
+    pool: &rayon::ThreadPool,
+) -> Result<()> {
+    cfg.layerdrop = 0.0; // a fixed amount of work per step (the reference does the same)
+    let mut model = Mert::random(cfg, 1)?;
+    let heads = HeadsConfig::default();
+    init_heads(&mut model, &heads, 1)?;
+    let b = args.batch;
+    let frames = model.config.frames_for_samples(samples);
+    let mut rng = crate::model::weights::InitRng::new(7);
+    let audio: Vec<f32> = (0..b * samples)
+        .map(|_| (rng.normal() * 0.1) as f32)
+        .collect();
+    let codebook_size = 1024;
+    let codes: Vec<i32> = (0..b * heads.codebooks * frames)
+        .map(|_| (rng.uniform() * codebook_size as f64) as i32 % codebook_size as i32)
+        .collect();
+    let cqt: Vec<f32> = (0..b * frames * heads.cqt_bins)
+        .map(|_| rng.uniform() as f32)
+        .collect();
+    // MERT's masking: p = 0.8, spans of 5, at least 2 spans.
+    let mask: Vec<u8> =
+        compute_mask_indices(b, frames, &vec![frames; b], 0.8, 5, 2, &mut MaskRng::new(3))
+            .into_iter()
+            .map(u8::from)
+            .collect();
+    let batch = PretrainBatch {
+        audio: Tensor::from_f32(&[b, samples], audio),
+        codes,
+        code_frames: frames,
+        codebook_size,
+        cqt,
+        cqt_frames: frames,
+        mask,
+    };
+    let mut opt = AdamW::new(vec![ParamGroup::all((0.9, 0.98), 1e-6, 0.01)])?;
+    let mut times = Vec::new();
+    let mut loss = 0.0;
+    for i in 0..=args.iters {
+        model.params.zero_grad();
+        let t0 = Instant::now();
+        pool.install(|| -> Result<()> {
+            let mut tape = Tape::new();
+            let opts = ForwardOptions {
+                train: true,
+                seed: i as u64,
+                mask_time: None,
+                feature_grad_mult: Some(0.1),
+            };
+            let parts = mert_loss(
+                &mut tape,
+                &model,
+                &heads,
+                &batch,
+                &LossWeights::default(),
+                &opts,
+            )?;
+            loss = parts.total.data()[0];
+            tape.backward(vec![(&parts.total, vec![1.0])], &mut model.params)?;
+            clip_grad_norm(&mut model.params, 1.0);
+            opt.step(&mut model.params, 1e-4)?;
+            Ok(())
+        })?;
+        if i > 0 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = times[times.len() / 2];
+    let audio_seconds = args.seconds * b as f64;
+    let rss = peak_rss_mb().unwrap_or(f64::NAN);
+    println!(
+        "train_step: median {median:.3} s, min {:.3} s over {} steps; {:.2} audio-s/s; peak RSS {rss:.0} MB; \
+         threads {threads}; batch {b} x {} s; last loss {loss:.3}",
+        times[0],
+        times.len(),
+        audio_seconds / median,
+        args.seconds
+    );
+    println!(
+        "bench train_step median_s={median:.4} min_s={:.4} audio_s_per_s={:.3} peak_rss_mb={rss:.0} threads={threads}",
+        times[0],
+        audio_seconds / median
+    );
     Ok(())
 }

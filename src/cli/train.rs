@@ -57,6 +57,9 @@ pub struct Args {
     /// cpu | cuda | cuda:N | emu (host emulator) | auto (a usable GPU, else the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Linear-layer arithmetic on a CUDA device: f32 | bf16 | f16 (f16 with dynamic loss scaling).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Stop after N optimizer steps of this invocation (as if interrupted; resume with --resume).
     #[arg(long)]
     pub stop_after: Option<usize>,
@@ -186,6 +189,11 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let device = crate::device::Device::parse(&args.device)?;
+    let precision = crate::model::cuda_mert::Precision::parse(&args.precision)?;
+    ensure!(
+        precision == crate::model::cuda_mert::Precision::F32 || device.is_cuda(),
+        "--precision {precision} needs a CUDA device (--device cuda or emu); the CPU trains in f32"
+    );
     if let Some(t) = args.threads {
         ensure!(t > 0, "--threads must be positive");
         crate::ops::gemm::set_num_threads(t);
@@ -293,6 +301,7 @@ pub fn run(args: Args) -> Result<()> {
         stop_after: args.stop_after,
         progress: !args.quiet,
         device: device.clone(),
+        precision,
     };
     train(&cfg, &mut model, &heads_cfg, &pipeline, &opts)?;
 

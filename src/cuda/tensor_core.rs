@@ -129,3 +129,101 @@ pub fn cast_from_half(
         KernelArgs::new().buf_mut(out).buf(x).i64(n as i64),
     )
 }
+
+/// `x` rounded to half precision in a new buffer.
+fn to_half(dev: &CudaDevice, kind: HalfKind, x: &DeviceBuffer<f32>) -> Result<DeviceBuffer<u16>> {
+    let mut h = dev.alloc::<u16>(x.len())?;
+    cast_to_half(dev, kind, &mut h, x)?;
+    Ok(h)
+}
+
+/// Mixed-precision nn.Linear: out[rows, out_f] = half(x) · half(weight)^T (+ bias), f32 accumulation
+/// and output (the f32 master weights stay untouched; the half copies live for this call only).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward_tc(
+    dev: &CudaDevice,
+    kind: HalfKind,
+    out: &mut DeviceBuffer<f32>,
+    x: &DeviceBuffer<f32>,
+    weight: &DeviceBuffer<f32>,
+    bias: Option<&DeviceBuffer<f32>>,
+    rows: usize,
+    in_features: usize,
+    out_features: usize,
+) -> Result<()> {
+    let (xh, wh) = (to_half(dev, kind, x)?, to_half(dev, kind, weight)?);
+    gemm_tc(
+        dev,
+        kind,
+        rows,
+        out_features,
+        in_features,
+        &xh,
+        false,
+        &wh,
+        true,
+        out,
+        bias,
+        false,
+    )
+}
+
+/// Mixed-precision linear backward: dx += half(dout)·half(W), dweight += half(dout)^T·half(x) on
+/// tensor cores, dbias += column sums of the f32 dout (each only if given).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_tc(
+    dev: &CudaDevice,
+    kind: HalfKind,
+    dx: Option<&mut DeviceBuffer<f32>>,
+    dweight: Option<&mut DeviceBuffer<f32>>,
+    dbias: Option<&mut DeviceBuffer<f32>>,
+    dout: &DeviceBuffer<f32>,
+    x: &DeviceBuffer<f32>,
+    weight: &DeviceBuffer<f32>,
+    rows: usize,
+    in_features: usize,
+    out_features: usize,
+) -> Result<()> {
+    if dx.is_none() && dweight.is_none() && dbias.is_none() {
+        return Ok(());
+    }
+    let dh = to_half(dev, kind, dout)?;
+    if let Some(dx) = dx {
+        let wh = to_half(dev, kind, weight)?;
+        gemm_tc(
+            dev,
+            kind,
+            rows,
+            in_features,
+            out_features,
+            &dh,
+            false,
+            &wh,
+            false,
+            dx,
+            None,
+            true,
+        )?;
+    }
+    if let Some(dw) = dweight {
+        let xh = to_half(dev, kind, x)?;
+        gemm_tc(
+            dev,
+            kind,
+            out_features,
+            in_features,
+            rows,
+            &dh,
+            true,
+            &xh,
+            false,
+            dw,
+            None,
+            true,
+        )?;
+    }
+    if let Some(db) = dbias {
+        super::reduce::column_sum(dev, db, dout, rows, out_features, true)?;
+    }
+    Ok(())
+}

@@ -9,7 +9,7 @@ use crate::autograd::ParamStore;
 use crate::cuda::adamw::{adamw_step, AdamwScalars, AdamwTensor};
 use crate::cuda::{layout, nce_loss, reduce};
 use crate::device::{CudaDevice, DeviceBuffer};
-use crate::model::cuda_mert::CudaMert;
+use crate::model::cuda_mert::{CudaMert, Precision};
 use crate::model::mert::{ForwardOptions, Mert};
 use crate::ops::nce_loss::NceShape;
 use crate::train::objective::{
@@ -30,18 +30,64 @@ pub struct DeviceLoss {
     pub accuracy: f32,
 }
 
+/// Dynamic loss scaling for f16 (torch.cuda.amp.GradScaler's policy): the loss seed is multiplied by
+/// `scale`; a step whose scaled gradients overflow is skipped and the scale halved; after
+/// `growth_interval` good steps in a row it doubles.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossScaler {
+    pub scale: f32,
+    pub growth_interval: usize,
+    good_steps: usize,
+}
+
+impl LossScaler {
+    pub fn new(init_scale: f32, growth_interval: usize) -> LossScaler {
+        LossScaler {
+            scale: init_scale,
+            growth_interval,
+            good_steps: 0,
+        }
+    }
+
+    fn update(&mut self, overflow: bool) {
+        if overflow {
+            self.scale *= 0.5;
+            self.good_steps = 0;
+        } else {
+            self.good_steps += 1;
+            if self.good_steps >= self.growth_interval {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+        }
+    }
+}
+
 /// Model, gradients and AdamW moments resident on the device.
 pub struct CudaTrainer {
     pub model: CudaMert,
     /// (exp_avg, exp_avg_sq, updates so far) per parameter, created at its first update.
     moments: Vec<Option<(Buf, Buf, u64)>>,
+    /// Present for f16 training.
+    pub scaler: Option<LossScaler>,
+    /// The last `clip_grad_norm` found overflowing scaled gradients (an expected f16 event, not a failure).
+    pub last_overflow: bool,
 }
 
 impl CudaTrainer {
-    pub fn new(dev: &CudaDevice, model: &Mert) -> Result<CudaTrainer> {
-        let model = CudaMert::new(dev, model)?;
+    /// `precision` of the linear layers; f16 gets a loss scaler (initial scale 2^16, growth every 2000
+    /// good steps, as torch's GradScaler).
+    pub fn new(dev: &CudaDevice, model: &Mert, precision: Precision) -> Result<CudaTrainer> {
+        let mut model = CudaMert::new(dev, model)?;
+        model.precision = precision;
         let moments = (0..model.params.names.len()).map(|_| None).collect();
-        Ok(CudaTrainer { model, moments })
+        let scaler = (precision == Precision::F16).then(|| LossScaler::new(65536.0, 2000));
+        Ok(CudaTrainer {
+            model,
+            moments,
+            scaler,
+            last_overflow: false,
+        })
     }
 
     fn dev(&self) -> CudaDevice {
@@ -82,6 +128,7 @@ impl CudaTrainer {
         scale: f32,
     ) -> Result<DeviceLoss> {
         let dev = self.dev();
+        let scale = scale * self.scaler.as_ref().map_or(1.0, |s| s.scale);
         let MaskedTargets {
             rows,
             targets,
@@ -189,8 +236,12 @@ impl CudaTrainer {
     }
 
     /// torch clip_grad_norm_ over the trainable gradients (norm by the deterministic device reduction).
+    /// With a loss scaler the gradients are unscaled first (in the same pass as the clip); overflowing
+    /// scaled gradients give a non-finite norm, set `last_overflow` and halve the scale.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<GradNorm> {
         let dev = self.dev();
+        self.last_overflow = false;
+        let loss_scale = self.scaler.as_ref().map_or(1.0, |s| s.scale);
         let grads: Vec<&Buf> = self.model.params.grads.iter().flatten().collect();
         if grads.is_empty() {
             return Ok(GradNorm {
@@ -198,19 +249,25 @@ impl CudaTrainer {
                 scale: 1.0,
             });
         }
-        let norm = reduce::global_norm(&dev, &grads)? as f64;
+        let scaled_norm = reduce::global_norm(&dev, &grads)? as f64;
+        if let Some(s) = self.scaler.as_mut() {
+            self.last_overflow = !scaled_norm.is_finite();
+            s.update(self.last_overflow);
+        }
+        let norm = scaled_norm / loss_scale as f64;
         if !norm.is_finite() {
             return Ok(GradNorm { norm, scale: 1.0 });
         }
-        let scale = ((max_norm as f32) / (norm as f32 + 1e-6)).min(1.0);
-        if scale < 1.0 {
+        let clip = ((max_norm as f32) / (norm as f32 + 1e-6)).min(1.0);
+        let factor = clip / loss_scale;
+        if factor != 1.0 {
             for g in self.model.params.grads.iter_mut().flatten() {
                 let mut scaled = dev.alloc(g.len())?;
-                crate::cuda::elementwise::scale(&dev, &mut scaled, g, scale)?;
+                crate::cuda::elementwise::scale(&dev, &mut scaled, g, factor)?;
                 *g = scaled;
             }
         }
-        Ok(GradNorm { norm, scale })
+        Ok(GradNorm { norm, scale: clip })
     }
 
     /// One fused AdamW update of every trainable parameter, with `optimizer`'s groups and scheduled

@@ -3,11 +3,12 @@
 
 use crate::autograd::Tape;
 use crate::device::Device;
-use crate::train::cuda_step::{CudaTrainer, DeviceLoss};
+use crate::model::cuda_mert::Precision;
 use crate::model::mert::{ForwardOptions, Mert};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::{latest_checkpoint, read_state, save_checkpoint, TrainState};
 use crate::train::config::TrainConfig;
+use crate::train::cuda_step::{CudaTrainer, DeviceLoss};
 use crate::train::data::{draw_seed, DataPipeline};
 use crate::train::masking::{compute_mask_indices, MaskRng};
 use crate::train::mixup::{inbatch_noise_mixup, MixupConfig};
@@ -32,6 +33,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Where the steps run: the CPU tape, or every kernel on a CUDA device (GPU or emulator).
     pub device: Device,
+    /// Linear-layer arithmetic on the CUDA device (f32 on the CPU).
+    pub precision: Precision,
 }
 
 /// One line of metrics.jsonl.
@@ -171,7 +174,7 @@ pub fn train(
     let mut on_device = match &opts.device {
         Device::Cpu => None,
         Device::Cuda(dev) => {
-            let mut t = CudaTrainer::new(dev, model)?;
+            let mut t = CudaTrainer::new(dev, model, opts.precision)?;
             t.upload_optimizer(&optimizer)?;
             Some(t)
         }
@@ -330,7 +333,16 @@ pub fn train(
                 StepOutcome::SkippedNonFinite { .. }
             )
         };
-        if skipped {
+        let overflow = on_device.as_ref().is_some_and(|t| t.last_overflow) && loss.is_finite();
+        if skipped && overflow {
+            let scale = on_device
+                .as_ref()
+                .and_then(|t| t.scaler.as_ref())
+                .map_or(1.0, |s| s.scale);
+            eprintln!(
+                "step {step}: f16 gradients overflowed; step skipped, loss scale now {scale}"
+            );
+        } else if skipped {
             skips += 1;
             eprintln!(
                 "step {step}: non-finite loss ({loss}) or gradient (norm {}); step skipped",

@@ -3,6 +3,7 @@
 use anyhow::{ensure, Context, Result};
 
 use super::{Buf, CudaMert};
+use crate::cuda::tensor_core;
 use crate::cuda::{
     conv1d, dropout, elementwise, gelu, gemm, group_norm, layer_norm, layout, weight_norm,
 };
@@ -142,16 +143,13 @@ impl CudaMert {
         let b = p.id_opt(&format!("{name}.bias"));
         let in_f = x.len() / rows.max(1);
         let mut out = self.dev.alloc(rows * out_f)?;
-        gemm::linear_forward(
-            &self.dev,
-            &mut out,
-            x,
-            &p.values[w],
-            b.map(|b| &p.values[b]),
-            rows,
-            in_f,
-            out_f,
-        )
+        let (weight, bias) = (&p.values[w], b.map(|b| &p.values[b]));
+        match self.precision.half() {
+            None => gemm::linear_forward(&self.dev, &mut out, x, weight, bias, rows, in_f, out_f),
+            Some(kind) => tensor_core::linear_forward_tc(
+                &self.dev, kind, &mut out, x, weight, bias, rows, in_f, out_f,
+            ),
+        }
         .with_context(|| format!("{name} forward"))?;
         Ok(out)
     }

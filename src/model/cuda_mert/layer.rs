@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 
 use super::forward::LayerSaved;
 use super::{Buf, CudaMert};
-use crate::cuda::{attention, dropout, elementwise, gelu, gemm, layer_norm, layout};
+use crate::cuda::{attention, dropout, elementwise, gelu, gemm, layer_norm, layout, tensor_core};
 use crate::device::DeviceBuffer;
 use crate::ops::attention::{AttentionDropout, AttentionShape};
 
@@ -300,12 +300,18 @@ impl CudaMert {
         let out_f = self.params.shapes[w][0];
         let in_f = self.params.shapes[w][1];
         let dev = self.dev.clone();
+        let precision = self.precision;
         let (weight, dw, db) = self.params.value_and_grads(w, b);
         if dx.is_none() && dw.is_none() && db.is_none() {
             return Ok(());
         }
-        gemm::linear_backward(&dev, dx, dw, db, dout, x, weight, rows, in_f, out_f)
-            .with_context(|| format!("{name} backward"))
+        match precision.half() {
+            None => gemm::linear_backward(&dev, dx, dw, db, dout, x, weight, rows, in_f, out_f),
+            Some(kind) => tensor_core::linear_backward_tc(
+                &dev, kind, dx, dw, db, dout, x, weight, rows, in_f, out_f,
+            ),
+        }
+        .with_context(|| format!("{name} backward"))
     }
 
     /// LayerNorm `name` backward over the last dim: dx += ..., dweight/dbias accumulated when trainable.

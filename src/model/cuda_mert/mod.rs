@@ -18,6 +18,7 @@ use super::config::MertConfig;
 use super::mert::Mert;
 use crate::autograd::ParamStore;
 use crate::cuda::layout;
+use crate::cuda::tensor_core::HalfKind;
 use crate::device::{CudaDevice, DeviceBuffer};
 use crate::tensor::Tensor;
 
@@ -138,11 +139,52 @@ impl CudaParams {
     }
 }
 
+/// Arithmetic of the linear layers (q/k/v/out projections, FFN, feature projection, heads). Everything
+/// else (conv stack, norms, attention, losses, optimiser, master weights, gradients) stays f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// bf16 operands on tensor cores, f32 accumulation.
+    Bf16,
+    /// f16 operands on tensor cores, f32 accumulation (train with loss scaling).
+    F16,
+}
+
+impl Precision {
+    pub fn parse(s: &str) -> Result<Precision> {
+        match s {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" | "fp16" => Ok(Precision::F16),
+            _ => bail!("unknown precision {s:?}: expected f32, bf16 or f16"),
+        }
+    }
+
+    pub fn half(self) -> Option<HalfKind> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(HalfKind::Bf16),
+            Precision::F16 => Some(HalfKind::F16),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
 /// A MERT model resident on a CUDA device.
 pub struct CudaMert {
     pub config: MertConfig,
     pub dev: CudaDevice,
     pub params: CudaParams,
+    pub precision: Precision,
 }
 
 impl CudaMert {
@@ -165,6 +207,7 @@ impl CudaMert {
             config: model.config.clone(),
             dev: dev.clone(),
             params: CudaParams::upload(dev, &model.params)?,
+            precision: Precision::F32,
         })
     }
 }
