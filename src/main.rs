@@ -29,6 +29,8 @@ enum Command {
     Synth(cli::synth::Args),
     /// Time the MERT forward (and backward) pass on the CPU.
     Bench(cli::bench::Args),
+    /// Whole training steps on a CUDA device (or the emulator, or a dry run for the memory plan).
+    BenchDevice(cli::device_bench::Args),
     /// Compile every CUDA kernel with NVRTC and report registers, spills and shared memory.
     Kernels(cli::kernels::Args),
 }
@@ -45,6 +47,7 @@ fn main() {
         Some(Command::Similarity(a)) => cli::similarity::run(a),
         Some(Command::Synth(a)) => cli::synth::run(a),
         Some(Command::Bench(a)) => cli::bench::run(a),
+        Some(Command::BenchDevice(a)) => cli::device_bench::run(a),
         Some(Command::Kernels(a)) => cli::kernels::run(a),
         None => {
             use clap::CommandFactory;

@@ -436,7 +436,8 @@ fn mixed_precision_on_the_emulated_device() {
     let parts = mert_loss(&mut tape, &model, &heads, &b, &w, &opts).unwrap();
     let cpu_loss = parts.total.data()[0] as f64;
     let mut store = model.params.clone();
-    tape.backward(vec![(&parts.total, vec![1.0])], &mut store).unwrap();
+    tape.backward(vec![(&parts.total, vec![1.0])], &mut store)
+        .unwrap();
     let cpu_norm = clip_grad_norm(&mut store, f64::INFINITY).norm;
 
     let dev = CudaDevice::emulated_with(Schedule::Forward);
@@ -451,7 +452,10 @@ fn mixed_precision_on_the_emulated_device() {
         );
         assert!(rel(loss, cpu_loss) <= tol, "{precision} loss");
         assert!(rel(norm, cpu_norm) <= tol, "{precision} grad norm");
-        assert!(rel(loss, cpu_loss) > 0.0, "{precision}: identical to f32, so the GEMMs were not in half");
+        assert!(
+            rel(loss, cpu_loss) > 0.0,
+            "{precision}: identical to f32, so the GEMMs were not in half"
+        );
         if precision == Precision::F16 {
             // Same step at loss scale 1: the unscaled norm must agree (powers of two are exact).
             t.scaler.as_mut().unwrap().scale = 1.0;
@@ -459,7 +463,10 @@ fn mixed_precision_on_the_emulated_device() {
             t.loss_backward(&heads, &b, &w, &opts, 1.0).unwrap();
             let unscaled = t.clip_grad_norm(f64::INFINITY).unwrap().norm;
             println!("f16 grad norm at loss scale 65536 {norm:.9} vs 1 {unscaled:.9}");
-            assert!(rel(norm, unscaled) <= 1e-5, "loss scaling changed the gradients");
+            assert!(
+                rel(norm, unscaled) <= 1e-5,
+                "loss scaling changed the gradients"
+            );
             // An overflowing scale: the norm is non-finite, the step is flagged and the scale halves.
             t.scaler.as_mut().unwrap().scale = 1e38;
             t.zero_grads().unwrap();

@@ -1,6 +1,7 @@
 //! Subcommand handlers: each module has `pub struct Args` (clap) and `pub fn run(args: Args) -> anyhow::Result<()>`.
 pub mod bench;
 pub mod cqt;
+pub mod device_bench;
 pub mod embed;
 pub mod kernels;
 pub mod merge;
