@@ -50,5 +50,6 @@ kernel_asan_tests() {
   asan_lib="$(g++ -print-file-name=libasan.so)"
   CULTUREMERT_EMU_ASAN=1 CARGO_TARGET_DIR="$_nvrtc_root/target/asan" \
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="env LD_PRELOAD=$asan_lib ASAN_OPTIONS=detect_leaks=0" \
-    cargo test --test emu_checks --test emu_kernels "$@"
+    cargo test --test emu_checks --test emu_kernels --test emu_kernels_model --test emu_kernels_layout \
+      --test emu_kernels_nce --test emu_kernels_cqt --test emu_kernels_tc "$@"
 }

@@ -63,7 +63,7 @@ def main():
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        last["loss"] = float(total)
+        last["loss"] = total.item()
 
     times = time_runs(step, args.runs, args.warmup)
     med, best = statistics.median(times), min(times)

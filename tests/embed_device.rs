@@ -31,7 +31,7 @@ fn embed_on_emu_matches_cpu_chunked_and_pooled() {
         })
         .collect();
     let dev = CudaDevice::emulated_with(Schedule::Reverse);
-    let emu = Backend::Cuda(CudaMert::new(&dev, &model).unwrap());
+    let emu = Backend::Cuda(Box::new(CudaMert::new(&dev, &model).unwrap()));
     let layers = [0, 2];
     for (pool, chunk) in [(Pool::None, Some(2880)), (Pool::Mean, None)] {
         let cpu = embed_samples(&model, &samples, &layers, pool, chunk).unwrap();

@@ -78,7 +78,7 @@ pub fn zero_mean_unit_var(x: &mut [f32]) {
 /// Where the forward runs: the CPU tape, or the model resident on a CUDA device (GPU or emulator).
 pub enum Backend<'a> {
     Cpu(&'a Mert),
-    Cuda(CudaMert),
+    Cuda(Box<CudaMert>),
 }
 
 impl Backend<'_> {
@@ -202,7 +202,7 @@ pub fn run(args: Args) -> Result<()> {
     let layers = parse_layers(&args.layers, model.config.num_hidden_layers)?;
     let backend = match &device {
         Device::Cpu => Backend::Cpu(&model),
-        Device::Cuda(dev) => Backend::Cuda(CudaMert::new(dev, &model)?),
+        Device::Cuda(dev) => Backend::Cuda(Box::new(CudaMert::new(dev, &model)?)),
     };
     eprintln!("embedding on {device}");
     let rate = model.config.sample_rate;

@@ -124,6 +124,7 @@ impl CudaMert {
     }
 
     /// Backward of layer `l`: d(layer output) -> d(layer input h); parameter gradients accumulated.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn layer_backward(
         &mut self,
         l: usize,
