@@ -1,16 +1,88 @@
-//! Criterion benches of the CUDA kernels: on the GPU when a driver and device are usable, otherwise
-//! on the host emulator (which measures the emulator, not the kernel). The device is synchronised
-//! inside every iteration, before the clock stops.
+//! Criterion benches of the dense CUDA kernels (f32 SIMT GEMM, bf16/f16 tensor-core GEMM, direct conv1d,
+//! fused attention, fused NCE loss) at MERT-v1-95M training shapes for one 4 x 5 s micro-batch (T = 374
+//! frames per clip, hidden 768, FFN 3072, conv channels 512, 816 masked frames). The other kernel families
+//! are in `benches/kernels_misc.rs`; napkin rooflines in `benches/README.md`.
+//!
+//! On the GPU when `CudaDevice::driver(0)` works, otherwise on the host emulator with small shapes (which
+//! measures the emulator, not the kernel). The device is synchronised inside every iteration, before the
+//! clock stops. Throughput: `[FLOP]` benches report elem/s = FLOP/s (and the minimum bytes moved as B/s).
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use culturemert_raw::cuda::{gelu, gemm, layer_norm, reduce};
-use culturemert_raw::device::{CudaDevice, Schedule};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use culturemert_raw::cuda::tensor_core::{gemm_tc, HalfKind};
+use culturemert_raw::cuda::{attention, conv1d, gemm, nce_loss};
+use culturemert_raw::device::{CudaDevice, DeviceBuffer, Schedule};
+use culturemert_raw::ops::attention::{AttentionDropout, AttentionShape};
+use culturemert_raw::ops::conv1d::Conv1dShape;
+use culturemert_raw::ops::nce_loss::NceShape;
+
+/// The shapes of one training micro-batch (GPU) or a small stand-in (emulator).
+struct Shapes {
+    batch: usize,
+    samples: usize,
+    frames: usize,
+    hidden: usize,
+    ffn: usize,
+    heads: usize,
+    head_dim: usize,
+    conv: usize,
+    pos_kernel: usize,
+    pos_groups: usize,
+    masked: usize,
+    codebooks: usize,
+    codewords: usize,
+    code_dim: usize,
+}
+
+impl Shapes {
+    fn new(emu: bool) -> Shapes {
+        if emu {
+            Shapes {
+                batch: 2,
+                samples: 1000,
+                frames: 45,
+                hidden: 128,
+                ffn: 512,
+                heads: 2,
+                head_dim: 64,
+                conv: 32,
+                pos_kernel: 8,
+                pos_groups: 16,
+                masked: 50,
+                codebooks: 2,
+                codewords: 70,
+                code_dim: 64,
+            }
+        } else {
+            Shapes {
+                batch: 4,
+                samples: 120_000,
+                frames: 374,
+                hidden: 768,
+                ffn: 3072,
+                heads: 12,
+                head_dim: 64,
+                conv: 512,
+                pos_kernel: 128,
+                pos_groups: 16,
+                masked: 816,
+                codebooks: 8,
+                codewords: 1024,
+                code_dim: 64,
+            }
+        }
+    }
+
+    fn rows(&self) -> usize {
+        self.batch * self.frames
+    }
+}
 
 fn device() -> CudaDevice {
     CudaDevice::driver(0).unwrap_or_else(|e| {
-        eprintln!("no GPU ({e:#}): benchmarking the host emulator");
+        eprintln!("no GPU ({e:#}): benchmarking the host emulator with small shapes");
         CudaDevice::emulated_with(Schedule::Forward)
     })
 }
@@ -21,64 +93,286 @@ fn values(n: usize) -> Vec<f32> {
         .collect()
 }
 
-fn benches(c: &mut Criterion) {
-    let dev = device();
-    let emu = dev.is_emulated();
-    let mut g = c.benchmark_group(format!("kernels/{}", if emu { "emu" } else { "cuda" }));
+fn upload(dev: &CudaDevice, n: usize) -> DeviceBuffer<f32> {
+    dev.htod(&values(n)).unwrap()
+}
+
+fn zeros(dev: &CudaDevice, n: usize) -> DeviceBuffer<f32> {
+    dev.alloc_zeros::<f32>(n).unwrap()
+}
+
+/// FLOPs (reported as elements) and the minimum f32 bytes moved (`floats` x 4).
+fn flops(flop: usize, floats: usize) -> Throughput {
+    Throughput::ElementsAndBytes {
+        elements: flop as u64,
+        bytes: 4 * floats as u64,
+    }
+}
+
+fn group<'a>(c: &'a mut Criterion, emu: bool, family: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(format!(
+        "kernels/{}/{family}",
+        if emu { "emu" } else { "cuda" }
+    ));
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_secs(2));
+    g
+}
 
-    for &(m, n, k) in if emu {
-        &[(128usize, 128usize, 128usize), (256, 256, 256)][..]
-    } else {
-        &[(1024, 1024, 1024), (4096, 768, 768)][..]
-    } {
-        let (a, b) = (
-            dev.htod(&values(m * k)).unwrap(),
-            dev.htod(&values(k * n)).unwrap(),
-        );
-        let mut out = dev.alloc::<f32>(m * n).unwrap();
-        g.throughput(Throughput::Elements((2 * m * n * k) as u64));
-        g.bench_function(format!("gemm_nt {m}x{n}x{k} (elements = flop)"), |it| {
-            it.iter(|| {
-                gemm::sgemm(&dev, m, n, k, &a, false, &b, true, None, &mut out, false).unwrap();
-                dev.synchronize().unwrap();
-            })
+/// Times `f` (launches) plus a device synchronisation.
+fn bench(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    dev: &CudaDevice,
+    name: String,
+    tp: Throughput,
+    mut f: impl FnMut(),
+) {
+    g.throughput(tp);
+    g.bench_function(name, |it| {
+        it.iter(|| {
+            f();
+            dev.synchronize().unwrap();
+        })
+    });
+}
+
+/// The three GEMMs of nn.Linear 768 -> 3072 (FFN up): forward (nt), dX (nn), dW (tn).
+fn linear_gemms(s: &Shapes) -> [(&'static str, usize, usize, usize, bool, bool); 3] {
+    let (r, i, o) = (s.rows(), s.hidden, s.ffn);
+    [
+        ("ffn_up fwd nt", r, o, i, false, true),
+        ("ffn_up dx nn", r, i, o, false, false),
+        ("ffn_up dw tn", o, i, r, true, false),
+    ]
+}
+
+fn bench_gemm(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
+    let mut g = group(c, dev.is_emulated(), "gemm_f32");
+    for (what, m, n, k, at, bt) in linear_gemms(s) {
+        let (a, b, mut out) = (upload(dev, m * k), upload(dev, k * n), zeros(dev, m * n));
+        // Backward GEMMs accumulate (C read and written), as in `linear_backward`.
+        let acc = !bt;
+        let floats = m * k + k * n + m * n * (1 + acc as usize);
+        let name = format!("sgemm {what} {m}x{n}x{k} [FLOP]");
+        bench(&mut g, dev, name, flops(2 * m * n * k, floats), || {
+            gemm::sgemm(dev, m, n, k, &a, at, &b, bt, None, &mut out, acc).unwrap()
         });
     }
+    g.finish();
+}
 
-    let (rows, cols) = if emu { (256, 768) } else { (8192, 768) };
-    let x = dev.htod(&values(rows * cols)).unwrap();
-    let (w, bias) = (
-        dev.htod(&vec![1.0f32; cols]).unwrap(),
-        dev.htod(&vec![0.0f32; cols]).unwrap(),
+fn bench_gemm_tc(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
+    let mut g = group(c, dev.is_emulated(), "gemm_tc");
+    for kind in [HalfKind::Bf16, HalfKind::F16] {
+        let bits = |n: usize| -> DeviceBuffer<u16> {
+            let v: Vec<u16> = match kind {
+                HalfKind::Bf16 => values(n)
+                    .iter()
+                    .map(|&x| half::bf16::from_f32(x).to_bits())
+                    .collect(),
+                HalfKind::F16 => values(n)
+                    .iter()
+                    .map(|&x| half::f16::from_f32(x).to_bits())
+                    .collect(),
+            };
+            dev.htod(&v).unwrap()
+        };
+        for (what, m, n, k, at, bt) in linear_gemms(s) {
+            let (a, b, mut out) = (bits(m * k), bits(k * n), zeros(dev, m * n));
+            let acc = !bt;
+            // Inputs are 16-bit (2 bytes), C is f32 (read too when accumulating).
+            let tp = Throughput::ElementsAndBytes {
+                elements: (2 * m * n * k) as u64,
+                bytes: (2 * (m * k + k * n) + 4 * m * n * (1 + acc as usize)) as u64,
+            };
+            let name = format!("gemm_tc {kind:?} {what} {m}x{n}x{k} [FLOP]");
+            bench(&mut g, dev, name, tp, || {
+                gemm_tc(dev, kind, m, n, k, &a, at, &b, bt, &mut out, None, acc).unwrap()
+            });
+        }
+    }
+    g.finish();
+}
+
+/// The MERT conv layers: conv0 (1 -> C, k10 s5), conv1 (C -> C, k3 s2), positional conv (grouped).
+fn conv_shapes(s: &Shapes) -> [(&'static str, Conv1dShape); 3] {
+    let conv0 = Conv1dShape {
+        batch: s.batch,
+        in_channels: 1,
+        out_channels: s.conv,
+        in_len: s.samples,
+        kernel: 10,
+        stride: 5,
+        padding: 0,
+        groups: 1,
+    };
+    let conv1 = Conv1dShape {
+        in_channels: s.conv,
+        in_len: conv0.out_len(),
+        kernel: 3,
+        stride: 2,
+        ..conv0
+    };
+    let pos = Conv1dShape {
+        batch: s.batch,
+        in_channels: s.hidden,
+        out_channels: s.hidden,
+        in_len: s.frames,
+        kernel: s.pos_kernel,
+        stride: 1,
+        padding: s.pos_kernel / 2,
+        groups: s.pos_groups,
+    };
+    [("conv0", conv0), ("conv1", conv1), ("pos_conv", pos)]
+}
+
+fn bench_conv(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
+    let mut g = group(c, dev.is_emulated(), "conv1d");
+    for (what, sh) in conv_shapes(s) {
+        let nx = sh.batch * sh.in_channels * sh.in_len;
+        let nw = sh.out_channels * (sh.in_channels / sh.groups) * sh.kernel;
+        let no = sh.batch * sh.out_channels * sh.out_len();
+        let macs = no * (sh.in_channels / sh.groups) * sh.kernel;
+        let (x, w, dout) = (upload(dev, nx), upload(dev, nw), upload(dev, no));
+        let (mut out, mut dx, mut dw) = (zeros(dev, no), zeros(dev, nx), zeros(dev, nw));
+        let dims = format!(
+            "B{} {}->{} k{} s{} g{} Lin{} Lout{}",
+            sh.batch,
+            sh.in_channels,
+            sh.out_channels,
+            sh.kernel,
+            sh.stride,
+            sh.groups,
+            sh.in_len,
+            sh.out_len()
+        );
+        let name = format!("{what} fwd {dims} [FLOP]");
+        bench(&mut g, dev, name, flops(2 * macs, nx + nw + no), || {
+            conv1d::conv1d_forward(dev, &mut out, &x, &w, None, &sh).unwrap()
+        });
+        let name = format!("{what} bwd dx {dims} [FLOP]");
+        bench(&mut g, dev, name, flops(2 * macs, no + nw + nx), || {
+            conv1d::conv1d_backward(dev, Some(&mut dx), None, None, &dout, &x, &w, &sh).unwrap()
+        });
+        let name = format!("{what} bwd dweight {dims} [FLOP]");
+        bench(&mut g, dev, name, flops(2 * macs, no + nx + nw), || {
+            conv1d::conv1d_backward(dev, None, Some(&mut dw), None, &dout, &x, &w, &sh).unwrap()
+        });
+    }
+    g.finish();
+}
+
+fn bench_attention(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
+    let mut g = group(c, dev.is_emulated(), "attention");
+    let sh = AttentionShape {
+        batch: s.batch,
+        seq: s.frames,
+        heads: s.heads,
+        head_dim: s.head_dim,
+    };
+    let n = sh.batch * sh.seq * sh.heads * sh.head_dim;
+    let rows = sh.batch * sh.heads * sh.seq;
+    let (q, k, v, dout) = (
+        upload(dev, n),
+        upload(dev, n),
+        upload(dev, n),
+        upload(dev, n),
     );
-    let mut out = dev.alloc::<f32>(rows * cols).unwrap();
-    let (mut mean, mut rstd) = (
-        dev.alloc::<f32>(rows).unwrap(),
-        dev.alloc::<f32>(rows).unwrap(),
+    let (mut out, mut lse, mut delta) = (zeros(dev, n), zeros(dev, rows), zeros(dev, rows));
+    let (mut dq, mut dk, mut dv) = (zeros(dev, n), zeros(dev, n), zeros(dev, n));
+    let scale = 1.0 / (sh.head_dim as f32).sqrt();
+    let drop = Some(AttentionDropout { p: 0.1, seed: 7 });
+    // One T x T x D matmul per head: 2 T^2 D FLOPs; forward needs 2 of them, backward at least 5.
+    let matmul = 2 * sh.batch * sh.heads * sh.seq * sh.seq * sh.head_dim;
+    let dims = format!(
+        "B{} T{} H{} D{} dropout 0.1",
+        sh.batch, sh.seq, sh.heads, sh.head_dim
     );
-    g.throughput(Throughput::Elements((rows * cols) as u64));
-    g.bench_function(format!("layer_norm_forward {rows}x{cols}"), |it| {
-        it.iter(|| {
-            layer_norm::layer_norm_forward(
-                &dev, &mut out, &mut mean, &mut rstd, &x, &w, &bias, rows, cols, 1e-5,
-            )
-            .unwrap();
-            dev.synchronize().unwrap();
-        })
+    let name = format!("attention fwd {dims} [FLOP]");
+    bench(&mut g, dev, name, flops(2 * matmul, 4 * n + rows), || {
+        attention::attention_forward(dev, &mut out, &mut lse, &q, &k, &v, None, &sh, scale, drop)
+            .unwrap()
     });
-    g.bench_function(format!("gelu_forward {}", rows * cols), |it| {
-        it.iter(|| {
-            gelu::gelu_forward(&dev, &mut out, &x).unwrap();
-            dev.synchronize().unwrap();
-        })
-    });
-    g.bench_function(format!("global_norm 2 x {}", rows * cols), |it| {
-        it.iter(|| reduce::global_norm(&dev, &[&x, &out]).unwrap())
+    let name = format!("attention bwd {dims} [FLOP, 5 matmuls]");
+    bench(&mut g, dev, name, flops(5 * matmul, 8 * n + rows), || {
+        attention::attention_backward(
+            dev, &mut dq, &mut dk, &mut dv, &mut delta, &dout, &q, &k, &v, &out, &lse, None, &sh,
+            scale, drop,
+        )
+        .unwrap()
     });
     g.finish();
+}
+
+fn bench_nce(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
+    let mut g = group(c, dev.is_emulated(), "nce_loss");
+    let sh = NceShape {
+        rows: s.masked,
+        codebooks: s.codebooks,
+        codewords: s.codewords,
+        dim: s.code_dim,
+    };
+    let (n, k, cw, d) = (sh.rows, sh.codebooks, sh.codewords, sh.dim);
+    let (pred, emb) = (upload(dev, n * k * d), upload(dev, k * cw * d));
+    let targets: Vec<i32> = (0..n * k).map(|i| ((i * 37) % cw) as i32).collect();
+    let targets = dev.htod(&targets).unwrap();
+    let (mut loss, mut lse) = (zeros(dev, n * k), zeros(dev, n * k));
+    let mut correct = dev.alloc_zeros::<i32>(n * k).unwrap();
+    let (mut dpred, mut demb) = (zeros(dev, n * k * d), zeros(dev, k * cw * d));
+    // Logits: one d-long dot product per (row, codebook, codeword).
+    let logits = 2 * n * k * cw * d;
+    let dims = format!("N{n} K{k} C{cw} D{d}");
+    let name = format!("nce fwd {dims} [FLOP]");
+    bench(
+        &mut g,
+        dev,
+        name,
+        flops(logits, n * k * d + k * cw * d + 3 * n * k),
+        || {
+            nce_loss::nce_loss_forward(
+                dev,
+                &mut loss,
+                &mut correct,
+                &mut lse,
+                &pred,
+                &emb,
+                &targets,
+                &sh,
+                0.1,
+            )
+            .unwrap()
+        },
+    );
+    // Backward: logits recomputed, dpred and dcodewords: 3 dot products per (row, codebook, codeword).
+    let name = format!("nce bwd {dims} [FLOP]");
+    let floats = 2 * (n * k * d + k * cw * d) + 2 * n * k;
+    bench(&mut g, dev, name, flops(3 * logits, floats), || {
+        nce_loss::nce_loss_backward(
+            dev,
+            Some(&mut dpred),
+            Some(&mut demb),
+            1.0,
+            &pred,
+            &emb,
+            &targets,
+            &lse,
+            &sh,
+            0.1,
+        )
+        .unwrap()
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let dev = device();
+    let s = Shapes::new(dev.is_emulated());
+    bench_gemm(c, &dev, &s);
+    bench_gemm_tc(c, &dev, &s);
+    bench_conv(c, &dev, &s);
+    bench_attention(c, &dev, &s);
+    bench_nce(c, &dev, &s);
 }
 
 criterion_group!(kernel_benches, benches);

@@ -21,6 +21,9 @@ pub struct Args {
     /// Output safetensors file (one [frames, 336] f32 tensor per input, named after its file stem).
     #[arg(long)]
     pub out: PathBuf,
+    /// cpu | cuda | cuda:N | emu | auto: where the FFT and the kernel bands run.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Audio files (WAV, FLAC, MP3, Ogg); mixed to mono and resampled to 24 kHz.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
@@ -51,6 +54,13 @@ pub fn tensor_names(inputs: &[PathBuf]) -> Result<Vec<String>> {
 pub fn run(args: Args) -> Result<()> {
     let names = tensor_names(&args.inputs)?;
     let plan = CqtPlan::mert_shared();
+    let device = crate::device::Device::parse(&args.device)?;
+    let device_plan = match &device {
+        crate::device::Device::Cpu => None,
+        crate::device::Device::Cuda(dev) => {
+            Some((dev, crate::cuda::cqt::CqtDevicePlan::new(dev, plan)?))
+        }
+    };
     let bar = ProgressBar::new(args.inputs.len() as u64);
     if args.inputs.len() > 1 {
         bar.set_style(
@@ -70,7 +80,13 @@ pub fn run(args: Args) -> Result<()> {
         bar.set_message(name.clone());
         let audio =
             load_mono(path, SAMPLE_RATE).with_context(|| format!("reading {}", path.display()))?;
-        let (frames, values) = plan.forward(&audio);
+        let (frames, values) = match &device_plan {
+            None => plan.forward(&audio),
+            Some((dev, dp)) => {
+                let out = dp.forward_clip(dev, &dev.htod(&audio)?)?;
+                (plan.n_frames(audio.len()), dev.dtoh(&out)?)
+            }
+        };
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         outputs.insert(name.clone(), (frames, bytes));
         metadata.insert(format!("source.{name}"), path.display().to_string());
