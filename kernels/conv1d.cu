@@ -1,30 +1,88 @@
-// nn.Conv1d, f32, direct (no im2col buffer): x [B, Cin, Lin], weight [Cout, Cin/G, K], bias [Cout],
+// nn.Conv1d, f32, no im2col buffer: x [B, Cin, Lin], weight [Cout, Cin/G, K], bias [Cout],
 // out [B, Cout, Lout], zero padding on both sides, stride, groups (contract of src/ops/conv1d.rs).
-// Forward and dx: one thread per output element, reducing over the group's channels and taps.
-// dweight/dbias: one block per weight (or bias) element reducing over batch and time with a fixed-order
-// block sum, so results are deterministic without atomics. Backward accumulates.
+// Forward and dweight are implicit-im2col GEMMs per group: the im2col matrix
+//   col[j = c*K + k][r = b*Lout + t] = x[b, g*cin_g + c, t*stride + k - pad]   (0 outside [0, Lin))
+// is never stored; tiles of it are gathered straight from x into shared memory.
+//   forward:  out_g [cout_g, B*Lout]      = W_g [cout_g, cin_g*K] . col            (+ bias)
+//   dweight:  dW_g  [cout_g, cin_g*K]    += dout_g [cout_g, B*Lout] . col^T
+// Both use the tiling of kernels/gemm.cu: a 64x64 output tile per 256-thread block, 16-deep shared
+// tiles, each thread a 4x4 register tile strided by 16, summed in a fixed order (deterministic).
+// dx: one thread per input element (a gather over taps and output channels); dbias: one block per
+// channel with a fixed-order block sum. Backward accumulates.
 #include "common.cuh"
 
 #define THREADS 256
+#define TILE 64
+#define TILE_K 16
+// Row pitch of the shared tiles: stores with the reduction index fastest (16 threads, rows 66 apart)
+// then hit 32 distinct banks.
+#define PITCH (TILE + 2)
 
-// Grid-stride over out [B, Cout, Lout].
+// The 4x4 register tile update from one 16-deep pair of shared tiles As[r][m], Bs[r][n].
+__device__ __forceinline__ void tile_fma(float (*acc)[4], const float (*As)[PITCH], const float (*Bs)[PITCH],
+                                         int tx, int ty) {
+  for (int r = 0; r < TILE_K; ++r) {
+    float a[4], b[4];
+    for (int i = 0; i < 4; ++i) a[i] = As[r][ty + 16 * i];
+    for (int j = 0; j < 4; ++j) b[j] = Bs[r][tx + 16 * j];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+  }
+}
+
+// out[b, g*cout_g + m, t] for m in a 64-row tile of cout_g and n = b*Lout + t in a 64-column tile of
+// B*Lout. grid (ceil(B*Lout / 64), ceil(cout_g / 64), G), block THREADS.
 extern "C" __global__ void __launch_bounds__(THREADS)
     conv1d_forward_f32(float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ weight,
                        const float* __restrict__ bias, int B, int Cin, int Cout, int Lin, int Lout, int K,
                        int stride, int pad, int G) {
-  const int cin_g = Cin / G, cout_g = Cout / G;
-  const long long n = (long long)B * Cout * Lout;
-  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n; e += (long long)gridDim.x * blockDim.x) {
-    const int t = (int)(e % Lout), co = (int)((e / Lout) % Cout), b = (int)(e / ((long long)Lout * Cout));
-    const int g = co / cout_g, tin0 = t * stride - pad;
-    // Taps that land inside the input: tin0 + k in [0, Lin).
-    const int k0 = tin0 < 0 ? -tin0 : 0, k1 = min(K, Lin - tin0);
-    const float* w = weight + (long long)co * cin_g * K;
-    const float* xg = x + ((long long)b * Cin + (long long)g * cin_g) * Lin;
-    float acc = 0.0f;
-    for (int c = 0; c < cin_g; ++c)
-      for (int k = k0; k < k1; ++k) acc += w[c * K + k] * xg[(long long)c * Lin + tin0 + k];
-    out[e] = bias != nullptr ? acc + bias[co] : acc;
+  __shared__ float Ws[TILE_K][PITCH];  // [j][m]
+  __shared__ float Xs[TILE_K][PITCH];  // [j][n]
+  const int cin_g = Cin / G, cout_g = Cout / G, g = blockIdx.z;
+  const int R = cin_g * K, N = B * Lout;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int m0 = blockIdx.y * TILE, n0 = blockIdx.x * TILE;
+  const float* wg = weight + (long long)g * cout_g * R;
+  // Loads: weight with j fastest (rows of W are contiguous), col with n fastest (consecutive t). The
+  // col column of this thread is fixed for the whole reduction, so its (b, t) is divided out once.
+  const int wj = tid % TILE_K, wm = tid / TILE_K;
+  const int xn = tid % TILE, xj = tid / TILE, gn = n0 + xn;
+  const bool n_ok = gn < N;
+  const int xb = n_ok ? gn / Lout : 0, tin0 = (gn - xb * Lout) * stride - pad;
+  const float* xg = x + ((long long)xb * Cin + (long long)g * cin_g) * Lin;
+  float acc[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+  for (int j0 = 0; j0 < R; j0 += TILE_K) {
+    for (int i = 0; i < 4; ++i) {
+      const int m = wm + 16 * i, gm = m0 + m, gj = j0 + wj;
+      Ws[wj][m] = gm < cout_g && gj < R ? wg[(long long)gm * R + gj] : 0.0f;
+    }
+    for (int i = 0; i < 4; ++i) {
+      const int j = xj + 4 * i, gj = j0 + j;
+      float v = 0.0f;
+      if (n_ok && gj < R) {
+        const int c = gj / K, s = tin0 + gj - c * K;
+        if (s >= 0 && s < Lin) v = xg[(long long)c * Lin + s];
+      }
+      Xs[j][xn] = v;
+    }
+    __syncthreads();
+    tile_fma(acc, Ws, Xs, tx, ty);
+    __syncthreads();
+  }
+
+  for (int j = 0; j < 4; ++j) {
+    const int n = n0 + tx + 16 * j;
+    if (n >= N) continue;
+    const int b = n / Lout, t = n - b * Lout;
+    for (int i = 0; i < 4; ++i) {
+      const int m = m0 + ty + 16 * i;
+      if (m >= cout_g) continue;
+      const int co = g * cout_g + m;
+      out[((long long)b * Cout + co) * Lout + t] = bias != nullptr ? acc[i][j] + bias[co] : acc[i][j];
+    }
   }
 }
 EMU_EXPORT(conv1d_forward_f32)
@@ -54,25 +112,60 @@ extern "C" __global__ void __launch_bounds__(THREADS)
 }
 EMU_EXPORT(conv1d_backward_dx_f32)
 
-// dweight[co, c, k] += Σ_{b, t} dout[b, co, t] x[b, g*cin_g + c, t*stride + k - pad]: one block per weight.
-// grid (Cout * cin_g * K), block THREADS.
+// dweight[g*cout_g + m, j = c*K + k] += Σ_{r = b*Lout + t} dout[b, g*cout_g + m, t] col[j][r].
+// grid (ceil(cin_g*K / 64), ceil(cout_g / 64), G), block THREADS.
 extern "C" __global__ void __launch_bounds__(THREADS)
     conv1d_backward_dweight_f32(float* __restrict__ dweight, const float* __restrict__ dout,
                                 const float* __restrict__ x, int B, int Cin, int Cout, int Lin, int Lout, int K,
                                 int stride, int pad, int G) {
-  __shared__ float scratch[32];
-  const int cin_g = Cin / G, cout_g = Cout / G;
-  const int widx = blockIdx.x;
-  const int k = widx % K, c = (widx / K) % cin_g, co = widx / (K * cin_g);
-  const int ci = (co / cout_g) * cin_g + c;
-  float acc = 0.0f;
-  for (int e = threadIdx.x; e < B * Lout; e += blockDim.x) {
-    const int b = e / Lout, t = e % Lout, s = t * stride + k - pad;
-    if (s >= 0 && s < Lin)
-      acc += dout[((long long)b * Cout + co) * Lout + t] * x[((long long)b * Cin + ci) * Lin + s];
+  __shared__ float Ds[TILE_K][PITCH];  // [r][m]
+  __shared__ float Xs[TILE_K][PITCH];  // [r][n]
+  const int cin_g = Cin / G, cout_g = Cout / G, g = blockIdx.z;
+  const int NW = cin_g * K, R = B * Lout;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int m0 = blockIdx.y * TILE, n0 = blockIdx.x * TILE;
+  // Both operands load with r fastest (consecutive t: contiguous in dout, stride apart in x), so a
+  // thread's r, and its (b, t), is one per step; its 4 rows m and columns j = (c, k) are fixed.
+  const int lr = tid % TILE_K, lrow = tid / TILE_K;
+  long long dofs[4];  // dout offset of row m at t = 0 of batch 0 (-1: outside the tile)
+  int xofs[4], xk[4];  // x channel offset c*Lin within the group, tap k - pad (xofs -1: outside)
+  for (int i = 0; i < 4; ++i) {
+    const int gm = m0 + lrow + 16 * i, gj = n0 + lrow + 16 * i;
+    dofs[i] = gm < cout_g ? (long long)(g * cout_g + gm) * Lout : -1;
+    const int c = gj / K;
+    xofs[i] = gj < NW ? c * Lin : -1;
+    xk[i] = gj - c * K - pad;
   }
-  acc = block_sum(acc, scratch);
-  if (threadIdx.x == 0) dweight[widx] += acc;
+  const float* xg = x + (long long)g * cin_g * Lin;
+  float acc[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+  for (int r0 = 0; r0 < R; r0 += TILE_K) {
+    const int r = r0 + lr;
+    const bool r_ok = r < R;
+    const int b = r_ok ? r / Lout : 0, t = r - b * Lout;
+    const float* db = dout + (long long)b * Cout * Lout + t;
+    const float* xb = xg + (long long)b * Cin * Lin;
+    for (int i = 0; i < 4; ++i) {
+      Ds[lr][lrow + 16 * i] = r_ok && dofs[i] >= 0 ? db[dofs[i]] : 0.0f;
+      const int s = t * stride + xk[i];
+      Xs[lr][lrow + 16 * i] = r_ok && xofs[i] >= 0 && s >= 0 && s < Lin ? xb[xofs[i] + s] : 0.0f;
+    }
+    __syncthreads();
+    tile_fma(acc, Ds, Xs, tx, ty);
+    __syncthreads();
+  }
+
+  for (int i = 0; i < 4; ++i) {
+    const int m = m0 + ty + 16 * i;
+    if (m >= cout_g) continue;
+    float* row = dweight + (long long)(g * cout_g + m) * NW;
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + tx + 16 * j;
+      if (n < NW) row[n] += acc[i][j];
+    }
+  }
 }
 EMU_EXPORT(conv1d_backward_dweight_f32)
 

@@ -354,6 +354,15 @@ fn conv1d_many_channels_k3_s2_and_positional_like_groups() {
 }
 
 #[test]
+fn conv1d_gemm_tiles_ragged_in_every_dimension() {
+    // cout_g 70 and cin_g*K 111 span two ragged 64-wide tiles each; B*Lout = 84 spans two column
+    // tiles of the forward and six ragged 16-deep reduction steps of dweight; two groups (grid z).
+    conv1d_case(conv_shape(4, 74, 140, 41, 3, 2, 1, 2));
+    // A kernel longer than the 16-deep step (taps of one channel split across steps), padding K/2.
+    conv1d_case(conv_shape(2, 15, 21, 45, 20, 1, 10, 3));
+}
+
+#[test]
 fn conv1d_rejects_bad_groups() {
     let dev = CudaDevice::emulated_with(Schedule::Forward);
     let s = conv_shape(1, 6, 4, 10, 3, 1, 0, 4);

@@ -1,5 +1,7 @@
-//! Launchers for `kernels/conv1d.cu`: direct nn.Conv1d forward and backward (stride, zero padding,
-//! groups), f32, with the contracts of `crate::ops::conv1d` (forward overwrites, backward accumulates).
+//! Launchers for `kernels/conv1d.cu`: nn.Conv1d forward and backward (stride, zero padding, groups),
+//! f32, with the contracts of `crate::ops::conv1d` (forward overwrites, backward accumulates).
+//! Forward and dweight are implicit-im2col GEMM tiles (grid: column tiles, row tiles, groups); dx is
+//! one thread per input element, dbias one block per channel.
 
 use anyhow::{ensure, Result};
 
@@ -10,6 +12,27 @@ use crate::ops::conv1d::Conv1dShape;
 const THREADS: u32 = 256;
 /// Cap of the grid-stride launches (blocks).
 const MAX_BLOCKS: u32 = 1 << 16;
+/// Output tile edge of the GEMM kernels (`TILE` in kernels/conv1d.cu).
+const TILE: usize = 64;
+/// The driver's limit on grid.y and grid.z.
+const MAX_GRID_YZ: usize = 65535;
+
+/// Grid of a GEMM kernel: `cols` x `rows` output per group, one TILE x TILE tile per block.
+fn tile_grid(cols: usize, rows: usize, groups: usize) -> Result<LaunchConfig> {
+    let (gx, gy) = (cols.div_ceil(TILE), rows.div_ceil(TILE));
+    ensure!(
+        gy <= MAX_GRID_YZ && groups <= MAX_GRID_YZ,
+        "conv1d: {rows} channels per group or {groups} groups exceed the grid limits"
+    );
+    Ok(LaunchConfig::new(
+        (
+            check::int("conv1d column tiles", gx)? as u32,
+            gy as u32,
+            groups as u32,
+        ),
+        (THREADS, 1, 1),
+    ))
+}
 
 /// The shape checks of `Conv1dShape` as errors; returns the int arguments shared by every kernel:
 /// B, Cin, Cout, Lin, Lout, K, stride, pad, G.
@@ -85,7 +108,7 @@ pub fn conv1d_forward(
         .opt_buf(bias);
     dev.launch(
         &registry::CONV1D_FORWARD_F32,
-        LaunchConfig::for_elements(n, THREADS, MAX_BLOCKS),
+        tile_grid(s.batch * s.out_len(), s.out_channels / s.groups, s.groups)?,
         with_dims(args, &d),
     )
 }
@@ -127,7 +150,11 @@ pub fn conv1d_backward(
             let args = KernelArgs::new().buf_mut(dw).buf(dout).buf(x);
             dev.launch(
                 &registry::CONV1D_BACKWARD_DWEIGHT_F32,
-                LaunchConfig::new((nw as u32, 1, 1), (THREADS, 1, 1)),
+                tile_grid(
+                    (s.in_channels / s.groups) * s.kernel,
+                    s.out_channels / s.groups,
+                    s.groups,
+                )?,
                 with_dims(args, &d),
             )?;
         }

@@ -5,6 +5,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod attention_tc;
 mod check;
 pub mod conv1d;
 pub mod cqt;

@@ -179,6 +179,35 @@ impl MertConfig {
         len
     }
 
+    /// Valid frames per clip of a padded batch, as transformers derives them from `attention_mask`
+    /// (`sample_mask` [batch*samples], 1 = real sample), and the per-frame validity [batch*frames]
+    /// (None when every sample is real).
+    pub fn frame_validity(
+        &self,
+        sample_mask: Option<&[u8]>,
+        batch: usize,
+        samples: usize,
+        frames: usize,
+    ) -> Result<(Vec<usize>, Option<Vec<u8>>)> {
+        let Some(m) = sample_mask else {
+            return Ok((vec![frames; batch], None));
+        };
+        ensure!(
+            m.len() == batch * samples,
+            "attention mask has {} entries for {batch}x{samples} samples",
+            m.len()
+        );
+        let lengths: Vec<usize> = m
+            .chunks_exact(samples)
+            .map(|row| self.frames_for_samples(row.iter().filter(|&&v| v != 0).count()))
+            .collect();
+        let valid = lengths
+            .iter()
+            .flat_map(|&n| (0..frames).map(move |t| u8::from(t < n)))
+            .collect();
+        Ok((lengths, Some(valid)))
+    }
+
     /// The smallest input that yields at least one frame.
     pub fn min_samples(&self) -> usize {
         let mut len = 1;

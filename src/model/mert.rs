@@ -147,25 +147,7 @@ impl Mert {
         let features = nn::transpose_last2(tape, &x)?; // [B, T, C]
         let frames = features.shape()[1];
 
-        let frame_lengths: Vec<usize> = match sample_mask {
-            None => vec![frames; batch],
-            Some(m) => {
-                ensure!(
-                    m.len() == batch * samples,
-                    "attention mask has {} entries for {batch}x{samples} samples",
-                    m.len()
-                );
-                m.chunks_exact(samples)
-                    .map(|row| cfg.frames_for_samples(row.iter().filter(|&&v| v != 0).count()))
-                    .collect()
-            }
-        };
-        let frame_valid: Option<Vec<u8>> = sample_mask.map(|_| {
-            frame_lengths
-                .iter()
-                .flat_map(|&n| (0..frames).map(move |t| u8::from(t < n)))
-                .collect()
-        });
+        let (frame_lengths, frame_valid) = cfg.frame_validity(sample_mask, batch, samples, frames)?;
 
         // Feature projection.
         let mut h = features.clone();

@@ -309,29 +309,8 @@ impl CudaMert {
         let (frames, conv_ch) = (x_len, in_ch);
         let features = self.transposed(&conv_last, batch, conv_ch, frames)?; // [B, T, C]
 
-        let frame_lengths: Vec<usize> = match sample_mask {
-            None => vec![frames; batch],
-            Some(m) => {
-                ensure!(
-                    m.len() == batch * samples,
-                    "attention mask has {} entries for {batch}x{samples} samples",
-                    m.len()
-                );
-                m.chunks_exact(samples)
-                    .map(|row| cfg.frames_for_samples(row.iter().filter(|&&v| v != 0).count()))
-                    .collect()
-            }
-        };
-        let frame_valid = match sample_mask {
-            None => None,
-            Some(_) => {
-                let v: Vec<u8> = frame_lengths
-                    .iter()
-                    .flat_map(|&n| (0..frames).map(move |t| u8::from(t < n)))
-                    .collect();
-                Some(dev.htod(&v)?)
-            }
-        };
+        let (frame_lengths, frame_valid) = cfg.frame_validity(sample_mask, batch, samples, frames)?;
+        let frame_valid = frame_valid.map(|v| dev.htod(&v)).transpose()?;
 
         // Feature projection.
         let rows = batch * frames;

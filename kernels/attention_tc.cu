@@ -1,0 +1,218 @@
+// Fused multi-head attention on tensor cores: q, k, v as bf16/f16 bits [B, T, H*64] (head h = columns
+// h*64..h*64+63), f32 accumulation, f32 online softmax, out f32 [B, T, H*64], lse f32 [B, H, T]. Same
+// contract as kernels/attention.cu / src/ops/attention.rs: S = scale Q Kᵀ, masked keys get probability 0,
+// lse = log Σ exp(S) over valid keys; a query row with no valid key gets out = 0 and lse = -inf.
+// Optional probability dropout with the same counter hash (keep of (b, h, i, j) = dropout_keep(seed,
+// ((b*H + h)*T + i)*T + j, p)); lse is the undropped normaliser.
+//
+// Forward (FlashAttention-2 layout): one warp per 16 query rows, 4 warps per block (64 queries), key
+// tiles of 64 in shared memory. Per tile a warp computes S (16x64) = Q Kᵀ as 4 (d) x 8 (key) mma
+// m16n8k16 with its Q fragments held in registers for the whole loop, then the online softmax on the
+// accumulators: lane (g = lane/4, t = lane%4) holds rows g and g+8, columns 8j + 2t, 8j + 2t + 1, so a
+// row's max/sum is its 16 values plus two xor-shuffles over the quad. The trick: the m16n8 accumulator
+// layout of S tiles 2kk and 2kk+1 is exactly the m16k16 A-fragment layout of P for keys 16kk..16kk+15,
+// so P goes from registers, rounded to half, straight into O += P V with no shared-memory round trip.
+// V is stored transposed (Vt[d][key]) so that B fragments (k = key pairs) are single 32-bit loads.
+// No T x T matrix reaches global memory.
+#include "common.cuh"
+#include "mma.cuh"
+
+#define ATC_D 64         // head dim (the only one supported; the launcher rejects others)
+#define ATC_BLOCK_Q 64   // queries per block: 4 warps x 16 rows
+#define ATC_TILE_K 64    // keys per shared tile
+#define ATC_WARPS 4
+#define ATC_LD 72        // shared row stride in halves: 36 words, so 8 rows x 4 words hit 32 banks
+#ifdef CULTUREMERT_EMU
+#define ATC_UNROLL
+#else
+#define ATC_UNROLL _Pragma("unroll")
+#endif
+
+__device__ __forceinline__ float atc_neg_inf() { return __int_as_float(0xff800000); }
+
+// Two floats as one fragment register of half bits (lower column index in the low half).
+template <bool BF16>
+__device__ __forceinline__ unsigned atc_pack(float lo, float hi) {
+  return (unsigned)f32_to_half_bits<BF16>(lo) | ((unsigned)f32_to_half_bits<BF16>(hi) << 16);
+}
+
+__device__ __forceinline__ unsigned atc_pair(const unsigned short* S, int row, int col) {
+  return *reinterpret_cast<const unsigned*>(S + row * ATC_LD + col);
+}
+
+// Rows t0..t0+63 of head h (batch b) into S[r][d] (transposed: S[d][r]); zeros past T.
+__device__ __forceinline__ void atc_load_tile(unsigned short* __restrict__ S, const unsigned short* __restrict__ G,
+                                              int b, int h, int t0, int T, int H, bool transposed) {
+  const int tid = threadIdx.x;
+  const long long width = (long long)H * ATC_D;
+  const bool aligned = (reinterpret_cast<unsigned long long>(G) & 15) == 0;
+  for (int c = tid; c < ATC_TILE_K * (ATC_D / 8); c += 32 * ATC_WARPS) {
+    const int r = c / (ATC_D / 8), d = (c % (ATC_D / 8)) * 8, t = t0 + r;
+    const unsigned short* src = G + ((long long)b * T + t) * width + (long long)h * ATC_D + d;
+    unsigned short e[8];
+    if (t < T && aligned) {
+      const uint4 v = *reinterpret_cast<const uint4*>(src);
+      const unsigned w[4] = {v.x, v.y, v.z, v.w};
+      for (int i = 0; i < 4; ++i) e[2 * i] = (unsigned short)(w[i] & 0xffffu), e[2 * i + 1] = (unsigned short)(w[i] >> 16);
+    } else {
+      for (int i = 0; i < 8; ++i) e[i] = t < T ? src[i] : (unsigned short)0;
+    }
+    if (transposed) {
+      for (int i = 0; i < 8; ++i) S[(d + i) * ATC_LD + r] = e[i];
+    } else {
+      for (int i = 0; i < 8; ++i) S[r * ATC_LD + d + i] = e[i];
+    }
+  }
+}
+
+__device__ __forceinline__ bool atc_key_valid(const unsigned char* __restrict__ key_valid, int b, int T, int j) {
+  return j < T && (key_valid == nullptr || key_valid[(long long)b * T + j] != 0);
+}
+
+// grid (ceil(T / 64), B * H), block 128. out, lse overwritten.
+template <bool BF16>
+__device__ __forceinline__ void attention_tc_forward(float* __restrict__ out, float* __restrict__ lse,
+                                                     const unsigned short* __restrict__ q,
+                                                     const unsigned short* __restrict__ k,
+                                                     const unsigned short* __restrict__ v,
+                                                     const unsigned char* __restrict__ key_valid, int T, int H,
+                                                     float scale, float drop_p, float drop_scale,
+                                                     unsigned long long seed) {
+  __shared__ __align__(16) unsigned short Ks[ATC_TILE_K * ATC_LD];  // Ks[key][d]
+  __shared__ __align__(16) unsigned short Vt[ATC_D * ATC_LD];       // Vt[d][key]
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
+  const int bh = blockIdx.y, b = bh / H, h = bh % H;
+  const int row0 = blockIdx.x * ATC_BLOCK_Q + warp * 16;  // this warp's first query
+  const long long width = (long long)H * ATC_D;
+
+  // Q fragments for the 4 k16 steps over d, loaded once (rows past T are zero).
+  unsigned qa[4][4];
+  ATC_UNROLL
+  for (int ks = 0; ks < 4; ++ks) {
+    ATC_UNROLL
+    for (int r = 0; r < 4; ++r) {
+      const int i = row0 + g + 8 * (r % 2), d = 16 * ks + 2 * t + 8 * (r / 2);
+      const unsigned short* p = q + ((long long)b * T + i) * width + (long long)h * ATC_D + d;
+      qa[ks][r] = i < T ? (unsigned)p[0] | ((unsigned)p[1] << 16) : 0u;
+    }
+  }
+  // Online softmax state of rows g (index 0) and g+8 (index 1): m = running max, l = this lane's
+  // partial Σ exp(s - m) (the quad sum is taken once at the end), o = running Σ exp(s - m) v.
+  float m[2] = {atc_neg_inf(), atc_neg_inf()}, l[2] = {0.0f, 0.0f};
+  float o[8][4];
+  ATC_UNROLL
+  for (int n = 0; n < 8; ++n)
+    ATC_UNROLL
+    for (int e = 0; e < 4; ++e) o[n][e] = 0.0f;
+
+  for (int t0 = 0; t0 < T; t0 += ATC_TILE_K) {
+    __syncthreads();  // the previous tile is consumed
+    atc_load_tile(Ks, k, b, h, t0, T, H, false);
+    atc_load_tile(Vt, v, b, h, t0, T, H, true);
+    __syncthreads();
+    // s[j][e]: row g + 8(e/2), key t0 + 8j + 2t + e%2.
+    float s[8][4];
+    ATC_UNROLL
+    for (int j = 0; j < 8; ++j)
+      ATC_UNROLL
+      for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
+    ATC_UNROLL
+    for (int ks = 0; ks < 4; ++ks) {
+      ATC_UNROLL
+      for (int j = 0; j < 8; ++j) {
+        const unsigned kb[2] = {atc_pair(Ks, 8 * j + g, 16 * ks + 2 * t), atc_pair(Ks, 8 * j + g, 16 * ks + 2 * t + 8)};
+        mma_m16n8k16<BF16>(s[j], qa[ks], kb);
+      }
+    }
+    float tile_max[2] = {atc_neg_inf(), atc_neg_inf()};
+    ATC_UNROLL
+    for (int j = 0; j < 8; ++j) {
+      ATC_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const bool valid = atc_key_valid(key_valid, b, T, t0 + 8 * j + 2 * t + e % 2);
+        s[j][e] = valid ? s[j][e] * scale : atc_neg_inf();
+        tile_max[e / 2] = fmaxf(tile_max[e / 2], s[j][e]);
+      }
+    }
+    float corr[2], m_use[2];
+    ATC_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(FULL_MASK, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(FULL_MASK, tile_max[r], 2));
+      const float m_new = fmaxf(m[r], tile_max[r]);
+      // No valid key yet: exponentiate against 0 so that exp(-inf - 0) = 0 (never -inf - -inf).
+      m_use[r] = m_new == atc_neg_inf() ? 0.0f : m_new;
+      corr[r] = __expf(m[r] - m_use[r]);  // 0 on the first valid tile (m = -inf)
+      m[r] = m_new;
+      l[r] *= corr[r];
+    }
+    ATC_UNROLL
+    for (int n = 0; n < 8; ++n)
+      ATC_UNROLL
+      for (int e = 0; e < 4; ++e) o[n][e] *= corr[e / 2];
+    ATC_UNROLL
+    for (int j = 0; j < 8; ++j) {
+      ATC_UNROLL
+      for (int e = 0; e < 4; ++e) {
+        const float p = __expf(s[j][e] - m_use[e / 2]);  // masked: exp(-inf) = 0
+        l[e / 2] += p;  // the normaliser sums the undropped f32 p
+        if (drop_p != 0.0f) {
+          const int i = row0 + g + 8 * (e / 2), jk = t0 + 8 * j + 2 * t + e % 2;
+          const bool keep = dropout_keep(seed, ((unsigned long long)bh * T + i) * T + jk, drop_p);
+          s[j][e] = keep ? p * drop_scale : 0.0f;
+        } else {
+          s[j][e] = p;
+        }
+      }
+    }
+    // O += P V: the accumulators of S tiles 2kk, 2kk+1 are the A fragment of keys 16kk..16kk+15.
+    ATC_UNROLL
+    for (int kk = 0; kk < 4; ++kk) {
+      const unsigned pa[4] = {atc_pack<BF16>(s[2 * kk][0], s[2 * kk][1]), atc_pack<BF16>(s[2 * kk][2], s[2 * kk][3]),
+                              atc_pack<BF16>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              atc_pack<BF16>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      ATC_UNROLL
+      for (int n = 0; n < 8; ++n) {
+        const unsigned vb[2] = {atc_pair(Vt, 8 * n + g, 16 * kk + 2 * t), atc_pair(Vt, 8 * n + g, 16 * kk + 2 * t + 8)};
+        mma_m16n8k16<BF16>(o[n], pa, vb);
+      }
+    }
+  }
+
+  ATC_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(FULL_MASK, l[r], 1);
+    l[r] += __shfl_xor_sync(FULL_MASK, l[r], 2);
+  }
+  ATC_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    const int i = row0 + g + 8 * r;
+    if (i >= T) continue;  // after the last barrier and the last shuffle
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    float* dst = out + ((long long)b * T + i) * width + (long long)h * ATC_D;
+    ATC_UNROLL
+    for (int n = 0; n < 8; ++n) {
+      dst[8 * n + 2 * t] = o[n][2 * r] * inv;
+      dst[8 * n + 2 * t + 1] = o[n][2 * r + 1] * inv;
+    }
+    if (t == 0) lse[(long long)bh * T + i] = l[r] > 0.0f ? m[r] + __logf(l[r]) : atc_neg_inf();
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATC_WARPS)
+    attention_tc_forward_bf16(float* __restrict__ out, float* __restrict__ lse, const unsigned short* __restrict__ q,
+                              const unsigned short* __restrict__ k, const unsigned short* __restrict__ v,
+                              const unsigned char* __restrict__ key_valid, int T, int H, float scale, float drop_p,
+                              float drop_scale, unsigned long long seed) {
+  attention_tc_forward<true>(out, lse, q, k, v, key_valid, T, H, scale, drop_p, drop_scale, seed);
+}
+EMU_EXPORT(attention_tc_forward_bf16)
+
+extern "C" __global__ void __launch_bounds__(32 * ATC_WARPS)
+    attention_tc_forward_f16(float* __restrict__ out, float* __restrict__ lse, const unsigned short* __restrict__ q,
+                             const unsigned short* __restrict__ k, const unsigned short* __restrict__ v,
+                             const unsigned char* __restrict__ key_valid, int T, int H, float scale, float drop_p,
+                             float drop_scale, unsigned long long seed) {
+  attention_tc_forward<false>(out, lse, q, k, v, key_valid, T, H, scale, drop_p, drop_scale, seed);
+}
+EMU_EXPORT(attention_tc_forward_f16)
