@@ -21,7 +21,8 @@ use culturemert_raw::cuda::{
 };
 use culturemert_raw::device::{CudaDevice, DeviceBuffer, Schedule};
 
-/// Training shapes (GPU) or a small stand-in (emulator: each iteration well under 0.2 s).
+/// Training shapes (GPU) or a small stand-in (emulator: each iteration under ~0.2 s; global_norm
+/// runs max-tensor-length/256 blocks (at most 64) for every tensor, so the emulator's tensors stay small).
 struct Shapes {
     batch: usize,
     frames: usize,
@@ -37,6 +38,8 @@ struct Shapes {
     pos_kernel: usize,
     codebooks: usize,
     codewords: usize,
+    /// Outputs of the CQT prediction head (768 -> 336).
+    cqt_bins: usize,
     /// CQT clips of `cqt_samples` samples.
     cqt_samples: usize,
 }
@@ -49,8 +52,8 @@ impl Shapes {
             Shapes {
                 batch: 2,
                 frames: 45,
-                hidden: 64,
-                ffn: 256,
+                hidden: 32,
+                ffn: 128,
                 conv: 12,
                 conv0_len: 199,
                 masked: 50,
@@ -58,7 +61,8 @@ impl Shapes {
                 pos_channels: 32,
                 pos_kernel: 8,
                 codebooks: 2,
-                codewords: 70,
+                codewords: 20,
+                cqt_bins: 24,
                 cqt_samples: 4800,
             }
         } else {
@@ -75,6 +79,7 @@ impl Shapes {
                 pos_kernel: 128,
                 codebooks: 8,
                 codewords: 1024,
+                cqt_bins: 336,
                 cqt_samples: 120_000,
             }
         }
@@ -124,8 +129,8 @@ impl Shapes {
             kd * h,
             kd,
             self.codebooks * self.codewords * 64,
-            336 * h,
-            336,
+            self.cqt_bins * h,
+            self.cqt_bins,
         ]);
         p
     }

@@ -7,8 +7,9 @@
 //   dweight:  dW_g  [cout_g, cin_g*K]    += dout_g [cout_g, B*Lout] . col^T
 // Both use the tiling of kernels/gemm.cu: a 64x64 output tile per 256-thread block, 16-deep shared
 // tiles, each thread a 4x4 register tile strided by 16, summed in a fixed order (deterministic).
-// dx: one thread per input element (a gather over taps and output channels); dbias: one block per
-// channel with a fixed-order block sum. Backward accumulates.
+// dx is the same kind of GEMM with M = cin_g, N = B*Lin, reduction over (co, k), its second operand
+// gathered from dout; for few channels per group (the waveform layer) one thread per input element
+// is cheaper. dbias: one block per channel with a fixed-order block sum. Backward accumulates.
 #include "common.cuh"
 
 #define THREADS 256
@@ -88,7 +89,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
 EMU_EXPORT(conv1d_forward_f32)
 
 // dx[b, ci, s] += Σ_{co in group, k : s + pad - k = t * stride, 0 <= t < Lout} W[co, c, k] dout[b, co, t].
-// Grid-stride over dx [B, Cin, Lin].
+// Direct version for small cin_g. Grid-stride over dx [B, Cin, Lin].
 extern "C" __global__ void __launch_bounds__(THREADS)
     conv1d_backward_dx_f32(float* __restrict__ dx, const float* __restrict__ dout, const float* __restrict__ weight,
                            int B, int Cin, int Cout, int Lin, int Lout, int K, int stride, int pad, int G) {
@@ -111,6 +112,68 @@ extern "C" __global__ void __launch_bounds__(THREADS)
   }
 }
 EMU_EXPORT(conv1d_backward_dx_f32)
+
+// dx[b, g*cin_g + m, s] += Σ_{j = co*K + k} W[g*cout_g + co, m, k] dout[b, g*cout_g + co, t] over the taps
+// with s + pad - k = t*stride, 0 <= t < Lout: a GEMM with M = cin_g, N = B*Lin whose second operand is
+// gathered from dout (zero where the tap misses a strided output). For cin_g >= 16; grid
+// (ceil(B*Lin / 64), ceil(cin_g / 64), G), block THREADS.
+extern "C" __global__ void __launch_bounds__(THREADS)
+    conv1d_backward_dx_gemm_f32(float* __restrict__ dx, const float* __restrict__ dout,
+                                const float* __restrict__ weight, int B, int Cin, int Cout, int Lin, int Lout,
+                                int K, int stride, int pad, int G) {
+  __shared__ float Ws[TILE_K][PITCH];  // [j][m]
+  __shared__ float Ds[TILE_K][PITCH];  // [j][n]
+  const int cin_g = Cin / G, cout_g = Cout / G, g = blockIdx.z;
+  const int R = cout_g * K, N = B * Lin;
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int m0 = blockIdx.y * TILE, n0 = blockIdx.x * TILE;
+  const float* wg = weight + (long long)g * cout_g * cin_g * K;
+  // Weight loads with j fastest (one (co, k) per thread and step); dout loads with n fastest, the
+  // thread's column (b, s) fixed for the whole reduction.
+  const int wj = tid % TILE_K, wm = tid / TILE_K;
+  const int dn = tid % TILE, dj = tid / TILE, gn = n0 + dn;
+  const bool n_ok = gn < N;
+  const int db = n_ok ? gn / Lin : 0, spad = gn - db * Lin + pad;
+  const float* dg = dout + ((long long)db * Cout + (long long)g * cout_g) * Lout;
+  float acc[4][4];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+
+  for (int j0 = 0; j0 < R; j0 += TILE_K) {
+    {
+      const int gj = j0 + wj, co = gj / K, k = gj - co * K;
+      const float* wrow = wg + (long long)co * cin_g * K + k;
+      for (int i = 0; i < 4; ++i) {
+        const int m = wm + 16 * i, gm = m0 + m;
+        Ws[wj][m] = gm < cin_g && gj < R ? wrow[(long long)gm * K] : 0.0f;
+      }
+    }
+    for (int i = 0; i < 4; ++i) {
+      const int j = dj + 4 * i, gj = j0 + j;
+      float v = 0.0f;
+      if (n_ok && gj < R) {
+        const int co = gj / K, num = spad - (gj - co * K);
+        const int t = num / stride;
+        if (num >= 0 && t * stride == num && t < Lout) v = dg[(long long)co * Lout + t];
+      }
+      Ds[j][dn] = v;
+    }
+    __syncthreads();
+    tile_fma(acc, Ws, Ds, tx, ty);
+    __syncthreads();
+  }
+
+  for (int j = 0; j < 4; ++j) {
+    const int n = n0 + tx + 16 * j;
+    if (n >= N) continue;
+    const int b = n / Lin, s = n - b * Lin;
+    for (int i = 0; i < 4; ++i) {
+      const int m = m0 + ty + 16 * i;
+      if (m < cin_g) dx[((long long)b * Cin + g * cin_g + m) * Lin + s] += acc[i][j];
+    }
+  }
+}
+EMU_EXPORT(conv1d_backward_dx_gemm_f32)
 
 // dweight[g*cout_g + m, j = c*K + k] += Σ_{r = b*Lout + t} dout[b, g*cout_g + m, t] col[j][r].
 // grid (ceil(cin_g*K / 64), ceil(cout_g / 64), G), block THREADS.

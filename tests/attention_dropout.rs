@@ -329,3 +329,36 @@ fn dropped_fraction_is_p_and_kept_values_are_rescaled() {
         "dropped fraction {frac}"
     );
 }
+
+/// The autograd wrapper passes the same dropout to the forward and to the recorded backward: tape
+/// gradients of <out, r> equal the op's backward bit for bit, and an invalid p is an error.
+#[test]
+fn autograd_attention_uses_the_dropout_in_both_passes() {
+    use culturemert_raw::autograd::{nn, ParamStore, Tape};
+    use culturemert_raw::tensor::Tensor;
+    let c = case(2, 9, 2, 4, 31);
+    let r = vals(c.q.len(), 8, 1.0);
+    let d = AttentionDropout { p: 0.4, seed: 17 };
+    let [want_out, _, want_dq, want_dk, want_dv] = run(&c, &r, Some(d));
+    let shape = [c.s.batch, c.s.seq, c.s.heads * c.s.head_dim];
+    let mut tape = Tape::new();
+    let q = tape.leaf(Tensor::from_f32(&shape, c.q.clone()));
+    let k = tape.leaf(Tensor::from_f32(&shape, c.k.clone()));
+    let v = tape.leaf(Tensor::from_f32(&shape, c.v.clone()));
+    let out = nn::attention(&mut tape, &q, &k, &v, 2, Some(&c.valid), c.scale, Some(d)).unwrap();
+    assert_eq!(out.data(), &want_out[..], "forward");
+    let grads = tape
+        .backward(vec![(&out, r.clone())], &mut ParamStore::new())
+        .unwrap();
+    for (name, var, want) in [
+        ("dq", &q, &want_dq),
+        ("dk", &k, &want_dk),
+        ("dv", &v, &want_dv),
+    ] {
+        assert_eq!(grads.grad_of(var).unwrap(), &want[..], "{name}");
+    }
+    let mut tape = Tape::new();
+    let bad = AttentionDropout { p: 1.5, seed: 0 };
+    let x = tape.constant(Tensor::from_f32(&shape, c.q.clone()));
+    assert!(nn::attention(&mut tape, &x, &x, &x, 2, None, 1.0, Some(bad)).is_err());
+}

@@ -140,9 +140,7 @@ fn forward_case(kind: HalfKind, c: &Case) -> f64 {
     let mut out = vec![0.0f32; n];
     let mut lse = vec![0.0f32; rows];
     let valid = inp.valid.as_deref();
-    attention_forward(
-        &mut out, &mut lse, q, k, v, valid, s, inp.scale, c.dropout,
-    );
+    attention_forward(&mut out, &mut lse, q, k, v, valid, s, inp.scale, c.dropout);
     let drop_c = c.dropout.map_or(1.0, |d| d.scale() as f64);
     let a = abs_weighted_v(&inp, &lse, drop_c);
     let u = unit_roundoff(kind);

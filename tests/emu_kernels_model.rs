@@ -5,8 +5,8 @@
 //! purely elementwise results must agree bit for bit.
 //! Kernels launched here (through src/cuda): attention_forward_f32, attention_backward_delta_f32,
 //! attention_backward_dq_f32, attention_backward_dkv_f32, conv1d_forward_f32, conv1d_backward_dx_f32,
-//! conv1d_backward_dweight_f32, conv1d_backward_dbias_f32, group_norm_forward_f32,
-//! group_norm_backward_dx_f32, group_norm_backward_params_f32, adamw_step_f32, dropout_apply_f32.
+//! conv1d_backward_dx_gemm_f32, conv1d_backward_dweight_f32, conv1d_backward_dbias_f32,
+//! group_norm_forward_f32, group_norm_backward_dx_f32, group_norm_backward_params_f32, adamw_step_f32, dropout_apply_f32.
 
 use culturemert_raw::autograd::ParamStore;
 use culturemert_raw::cuda::adamw::{AdamwScalars, AdamwTensor};
@@ -360,6 +360,8 @@ fn conv1d_gemm_tiles_ragged_in_every_dimension() {
     conv1d_case(conv_shape(4, 74, 140, 41, 3, 2, 1, 2));
     // A kernel longer than the 16-deep step (taps of one channel split across steps), padding K/2.
     conv1d_case(conv_shape(2, 15, 21, 45, 20, 1, 10, 3));
+    // Same with 17 channels per group (dx as a GEMM: cout_g*K = 180 over ragged steps) and stride 3.
+    conv1d_case(conv_shape(2, 34, 18, 47, 20, 3, 10, 2));
 }
 
 #[test]

@@ -16,10 +16,19 @@ pub const HEAD_DIM: usize = 64;
 const BLOCK_Q: usize = 64;
 const THREADS: u32 = 128;
 
-fn forward_kernel(kind: HalfKind) -> &'static Kernel {
+/// (forward, backward dq, backward dkv) kernels of one half format.
+fn kernels(kind: HalfKind) -> [&'static Kernel; 3] {
     match kind {
-        HalfKind::Bf16 => &registry::ATTENTION_TC_FORWARD_BF16,
-        HalfKind::F16 => &registry::ATTENTION_TC_FORWARD_F16,
+        HalfKind::Bf16 => [
+            &registry::ATTENTION_TC_FORWARD_BF16,
+            &registry::ATTENTION_TC_BACKWARD_DQ_BF16,
+            &registry::ATTENTION_TC_BACKWARD_DKV_BF16,
+        ],
+        HalfKind::F16 => [
+            &registry::ATTENTION_TC_FORWARD_F16,
+            &registry::ATTENTION_TC_BACKWARD_DQ_F16,
+            &registry::ATTENTION_TC_BACKWARD_DKV_F16,
+        ],
     }
 }
 
@@ -39,7 +48,10 @@ fn check_shape(s: &AttentionShape, key_valid: Option<&DeviceBuffer<u8>>) -> Resu
     if let Some(kv) = key_valid {
         check::len("attention_tc key_valid", kv, s.batch * s.seq)?;
     }
-    check::int("attention_tc B*T*H*D", s.batch * s.seq * s.heads * s.head_dim)?;
+    check::int(
+        "attention_tc B*T*H*D",
+        s.batch * s.seq * s.heads * s.head_dim,
+    )?;
     let bh = s.batch * s.heads;
     ensure!(
         bh <= 65535,
@@ -118,5 +130,102 @@ pub fn attention_tc_forward(
         .f32(drop_p)
         .f32(drop_scale)
         .u64(seed);
-    dev.launch(forward_kernel(kind), config(s), args)
+    dev.launch(kernels(kind)[0], config(s), args)
+}
+
+/// Accumulates dq, dk, dv (f32) from dout (f32) and the forward's `kind` inputs, out and lse: P is
+/// recomputed per tile; dO, P and dS are rounded to `kind` as mma operands, f32 accumulation.
+/// `delta` [B, H, T] is scratch (rowsum(dO ∘ O), computed in f32 by `attention_backward_delta_f32`).
+/// `out` and `dropout` must be the forward's.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_tc_backward(
+    dev: &CudaDevice,
+    kind: HalfKind,
+    dq: &mut DeviceBuffer<f32>,
+    dk: &mut DeviceBuffer<f32>,
+    dv: &mut DeviceBuffer<f32>,
+    delta: &mut DeviceBuffer<f32>,
+    dout: &DeviceBuffer<f32>,
+    q: &DeviceBuffer<u16>,
+    k: &DeviceBuffer<u16>,
+    v: &DeviceBuffer<u16>,
+    out: &DeviceBuffer<f32>,
+    lse: &DeviceBuffer<f32>,
+    key_valid: Option<&DeviceBuffer<u8>>,
+    s: &AttentionShape,
+    scale: f32,
+    dropout: Option<AttentionDropout>,
+) -> Result<()> {
+    let dims = check_shape(s, key_valid)?;
+    let (drop_p, drop_scale, seed) = dropout_args(dropout)?;
+    let n = s.batch * s.seq * s.heads * s.head_dim;
+    for (what, b) in [
+        ("attention_tc q", q),
+        ("attention_tc k", k),
+        ("attention_tc v", v),
+    ] {
+        check::len(what, b, n)?;
+    }
+    for (what, b) in [
+        ("attention_tc dout", dout),
+        ("attention_tc out", out),
+        ("attention_tc dq", &*dq),
+        ("attention_tc dk", &*dk),
+        ("attention_tc dv", &*dv),
+    ] {
+        check::len(what, b, n)?;
+    }
+    let rows = s.batch * s.heads * s.seq;
+    check::len("attention_tc lse", lse, rows)?;
+    check::len("attention_tc delta", delta, rows)?;
+    if n == 0 {
+        return Ok(());
+    }
+    // delta: the f32 kernel of kernels/attention.cu, one warp per row, 8 rows per block.
+    let delta_cfg = LaunchConfig::new(
+        (s.seq.div_ceil(8) as u32, (s.batch * s.heads) as u32, 1),
+        (32, 8, 1),
+    );
+    let args = KernelArgs::new()
+        .buf_mut(delta)
+        .buf(dout)
+        .buf(out)
+        .i32(dims.t)
+        .i32(dims.h)
+        .i32(HEAD_DIM as i32);
+    dev.launch(&registry::ATTENTION_BACKWARD_DELTA_F32, delta_cfg, args)?;
+    let [_, dq_kernel, dkv_kernel] = kernels(kind);
+    let args = KernelArgs::new()
+        .buf_mut(dq)
+        .buf(dout)
+        .buf(q)
+        .buf(k)
+        .buf(v)
+        .buf(lse)
+        .buf(delta)
+        .opt_buf(key_valid)
+        .i32(dims.t)
+        .i32(dims.h)
+        .f32(scale)
+        .f32(drop_p)
+        .f32(drop_scale)
+        .u64(seed);
+    dev.launch(dq_kernel, config(s), args)?;
+    let args = KernelArgs::new()
+        .buf_mut(dk)
+        .buf_mut(dv)
+        .buf(dout)
+        .buf(q)
+        .buf(k)
+        .buf(v)
+        .buf(lse)
+        .buf(delta)
+        .opt_buf(key_valid)
+        .i32(dims.t)
+        .i32(dims.h)
+        .f32(scale)
+        .f32(drop_p)
+        .f32(drop_scale)
+        .u64(seed);
+    dev.launch(dkv_kernel, config(s), args)
 }

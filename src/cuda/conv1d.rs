@@ -1,7 +1,8 @@
 //! Launchers for `kernels/conv1d.cu`: nn.Conv1d forward and backward (stride, zero padding, groups),
 //! f32, with the contracts of `crate::ops::conv1d` (forward overwrites, backward accumulates).
-//! Forward and dweight are implicit-im2col GEMM tiles (grid: column tiles, row tiles, groups); dx is
-//! one thread per input element, dbias one block per channel.
+//! Forward, dweight and dx (from 16 input channels per group) are implicit-im2col GEMM tiles (grid:
+//! column tiles, row tiles, groups); dx for fewer channels is one thread per input element, dbias
+//! one block per channel.
 
 use anyhow::{ensure, Result};
 
@@ -14,6 +15,9 @@ const THREADS: u32 = 256;
 const MAX_BLOCKS: u32 = 1 << 16;
 /// Output tile edge of the GEMM kernels (`TILE` in kernels/conv1d.cu).
 const TILE: usize = 64;
+/// dx as a GEMM from this many input channels per group on; below, the 64-row tile would be mostly
+/// idle and the direct kernel (one thread per input element) is cheaper.
+const DX_GEMM_MIN_CHANNELS: usize = 16;
 /// The driver's limit on grid.y and grid.z.
 const MAX_GRID_YZ: usize = 65535;
 
@@ -136,12 +140,15 @@ pub fn conv1d_backward(
     if let Some(dx) = dx {
         check::len("conv1d dx", dx, nx)?;
         if nx > 0 {
-            let args = KernelArgs::new().buf_mut(dx).buf(dout).buf(weight);
-            dev.launch(
-                &registry::CONV1D_BACKWARD_DX_F32,
-                LaunchConfig::for_elements(nx, THREADS, MAX_BLOCKS),
-                with_dims(args, &d),
-            )?;
+            let args = with_dims(KernelArgs::new().buf_mut(dx).buf(dout).buf(weight), &d);
+            let cin_g = s.in_channels / s.groups;
+            if cin_g >= DX_GEMM_MIN_CHANNELS {
+                let grid = tile_grid(s.batch * s.in_len, cin_g, s.groups)?;
+                dev.launch(&registry::CONV1D_BACKWARD_DX_GEMM_F32, grid, args)?;
+            } else {
+                let grid = LaunchConfig::for_elements(nx, THREADS, MAX_BLOCKS);
+                dev.launch(&registry::CONV1D_BACKWARD_DX_F32, grid, args)?;
+            }
         }
     }
     if let Some(dw) = dweight {

@@ -147,7 +147,8 @@ impl Mert {
         let features = nn::transpose_last2(tape, &x)?; // [B, T, C]
         let frames = features.shape()[1];
 
-        let (frame_lengths, frame_valid) = cfg.frame_validity(sample_mask, batch, samples, frames)?;
+        let (frame_lengths, frame_valid) =
+            cfg.frame_validity(sample_mask, batch, samples, frames)?;
 
         // Feature projection.
         let mut h = features.clone();

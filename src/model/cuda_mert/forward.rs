@@ -309,7 +309,8 @@ impl CudaMert {
         let (frames, conv_ch) = (x_len, in_ch);
         let features = self.transposed(&conv_last, batch, conv_ch, frames)?; // [B, T, C]
 
-        let (frame_lengths, frame_valid) = cfg.frame_validity(sample_mask, batch, samples, frames)?;
+        let (frame_lengths, frame_valid) =
+            cfg.frame_validity(sample_mask, batch, samples, frames)?;
         let frame_valid = frame_valid.map(|v| dev.htod(&v)).transpose()?;
 
         // Feature projection.
