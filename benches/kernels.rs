@@ -114,14 +114,10 @@ fn flops(flop: usize, floats: usize) -> Throughput {
 }
 
 fn group<'a>(c: &'a mut Criterion, emu: bool, family: &str) -> BenchmarkGroup<'a, WallTime> {
-    let mut g = c.benchmark_group(format!(
+    c.benchmark_group(format!(
         "kernels/{}/{family}",
         if emu { "emu" } else { "cuda" }
-    ));
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(200))
-        .measurement_time(Duration::from_secs(2));
-    g
+    ))
 }
 
 /// Times `f` (launches) plus a device synchronisation.
@@ -379,5 +375,17 @@ fn benches(c: &mut Criterion) {
     bench_nce(c, &dev, &s);
 }
 
-criterion_group!(kernel_benches, benches);
+/// Short defaults (command-line options such as --measurement-time override them).
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = kernel_benches;
+    config = config();
+    targets = benches
+}
 criterion_main!(kernel_benches);

@@ -163,14 +163,10 @@ fn floats(n: usize) -> Throughput {
 }
 
 fn group<'a>(c: &'a mut Criterion, emu: bool, family: &str) -> BenchmarkGroup<'a, WallTime> {
-    let mut g = c.benchmark_group(format!(
+    c.benchmark_group(format!(
         "kernels/{}/{family}",
         if emu { "emu" } else { "cuda" }
-    ));
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(200))
-        .measurement_time(Duration::from_secs(2));
-    g
+    ))
 }
 
 /// Times `f` (launches) plus a device synchronisation.
@@ -492,5 +488,17 @@ fn benches(c: &mut Criterion) {
     bench_cqt(c, &dev, &s);
 }
 
-criterion_group!(kernel_misc_benches, benches);
+/// Short defaults (command-line options such as --measurement-time override them).
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = kernel_misc_benches;
+    config = config();
+    targets = benches
+}
 criterion_main!(kernel_misc_benches);

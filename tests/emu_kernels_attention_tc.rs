@@ -13,11 +13,21 @@
 //! CPU exp, sums over T keys) is bounded by 4 (T + D) eps · a_id as in tests/emu_kernels_model.rs.
 //! Tolerance: |got - want| <= (u + 4 (T + D) eps) a_id + T 2^-25 max|V|; lse (no half rounding in
 //! it): |Δ| <= 4 (T + D) eps max(1, |lse|); out = 0 and lse = -inf exactly for rows with no valid key.
+//!
+//! Backward (dq, dk, dv accumulated onto non-zero values; the kernels get the CPU's out and lse so
+//! only the backward is under test; dO is drawn already half-representable, so the kernel's rounding
+//! of dO is exact). The half roundings are P̃ = P M c before dV = P̃ᵀ dO and dS before dQ = scale dS K
+//! and dK = scale dSᵀ Q, so |err| <= u · a_half + 4 (T + D) eps · a_f32 + T 2^-25 max|X| + 2 eps |want|
+//! with a_half = Σ |P̃| |dO| (dv), scale Σ |dS| |K| (dq), scale Σ |dS| |Q| (dk) and a_f32 the same with
+//! |dS| replaced by P (|dP| + |δ|) (the f32 error of dS = P (dP - δ) before any rounding).
 
-use culturemert_raw::cuda::attention_tc::attention_tc_forward;
+use culturemert_raw::cuda::attention_tc::{attention_tc_backward, attention_tc_forward};
 use culturemert_raw::cuda::tensor_core::HalfKind;
 use culturemert_raw::device::{CudaDevice, Schedule};
-use culturemert_raw::ops::attention::{attention_forward, AttentionDropout, AttentionShape};
+use culturemert_raw::ops::attention::{
+    attention_backward, attention_forward, AttentionDropout, AttentionShape,
+};
+use culturemert_raw::ops::dropout::dropout_keep;
 use half::{bf16, f16};
 
 mod common;
@@ -196,6 +206,194 @@ fn forward_case(kind: HalfKind, c: &Case) -> f64 {
     }
     println!("{kind:?} T{}: worst out err / (u a) = {worst:.3}", c.seq);
     worst
+}
+
+/// The error scales of the backward (see the header) for dq, dk, dv: (a_half, a_f32) each.
+struct BackwardScales {
+    half: [Vec<f64>; 3],
+    f32: [Vec<f64>; 3],
+}
+
+fn backward_scales(
+    inp: &Inputs,
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    dropout: Option<AttentionDropout>,
+) -> BackwardScales {
+    let (t, w, sc) = (inp.s.seq, H * D, inp.scale as f64);
+    let [q, k, v] = &inp.vals;
+    let n = q.len();
+    let z = || [vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]];
+    let (mut half, mut full) = (z(), z());
+    let row = |x: &[f32], b: usize, i: usize, h: usize| -> Vec<f64> {
+        x[(b * t + i) * w + h * D..][..D]
+            .iter()
+            .map(|&y| y as f64)
+            .collect()
+    };
+    for b in 0..2 {
+        for h in 0..H {
+            let bh = b * H + h;
+            for i in 0..t {
+                let l = lse[bh * t + i] as f64;
+                if l == f64::NEG_INFINITY {
+                    continue;
+                }
+                let (qi, doi, oi) = (row(q, b, i, h), row(dout, b, i, h), row(out, b, i, h));
+                let delta: f64 = doi.iter().zip(&oi).map(|(a, b)| a * b).sum();
+                for j in 0..t {
+                    if inp.valid.as_ref().is_some_and(|m| m[b * t + j] == 0) {
+                        continue;
+                    }
+                    let (kj, vj) = (row(k, b, j, h), row(v, b, j, h));
+                    let s: f64 = qi.iter().zip(&kj).map(|(a, b)| a * b).sum();
+                    let p = (s * sc - l).exp();
+                    let c = dropout.map_or(1.0, |d| {
+                        let keep = dropout_keep(d.seed, ((bh * t + i) * t + j) as u64, d.p);
+                        if keep {
+                            d.scale() as f64
+                        } else {
+                            0.0
+                        }
+                    });
+                    let dp: f64 = doi.iter().zip(&vj).map(|(a, b)| a * b).sum();
+                    let dp_abs: f64 = doi.iter().zip(&vj).map(|(a, b)| (a * b).abs()).sum();
+                    let ds = (p * (c * dp - delta)).abs();
+                    let ds_f32 = p * (c * dp_abs + delta.abs());
+                    let (ii, jj) = ((b * t + i) * w + h * D, (b * t + j) * w + h * D);
+                    for d in 0..D {
+                        // dq: row i over keys j; dk: row j over queries i; dv: row j.
+                        half[0][ii + d] += sc * ds * kj[d].abs();
+                        full[0][ii + d] += sc * ds_f32 * kj[d].abs();
+                        half[1][jj + d] += sc * ds * qi[d].abs();
+                        full[1][jj + d] += sc * ds_f32 * qi[d].abs();
+                        half[2][jj + d] += p * c * doi[d].abs();
+                        full[2][jj + d] += p * c * doi[d].abs();
+                    }
+                }
+            }
+        }
+    }
+    BackwardScales { half, f32: full }
+}
+
+/// One backward case for `kind` under both orders; returns the worst |err| / (u a_half) of dq, dk, dv.
+fn backward_case(kind: HalfKind, c: &Case) -> f64 {
+    let inp = inputs(kind, c);
+    let (s, [q, k, v]) = (&inp.s, &inp.vals);
+    let (n, rows) = (q.len(), 2 * H * c.seq);
+    let (dout_bits, dout) = halves(kind, n, 14, -1.0, 1.0);
+    let dout_f32 = dout.clone();
+    let _ = dout_bits;
+    let valid = inp.valid.as_deref();
+    let mut out = vec![0.0f32; n];
+    let mut lse = vec![0.0f32; rows];
+    attention_forward(&mut out, &mut lse, q, k, v, valid, s, inp.scale, c.dropout);
+    let init = [
+        random(n, 15, -1.0, 1.0),
+        random(n, 16, -1.0, 1.0),
+        random(n, 17, -1.0, 1.0),
+    ];
+    let [mut dq, mut dk, mut dv] = init.clone();
+    attention_backward(
+        &mut dq, &mut dk, &mut dv, &dout, q, k, v, &out, &lse, valid, s, inp.scale, c.dropout,
+    );
+    let scales = backward_scales(&inp, &dout, &out, &lse, c.dropout);
+    let u = unit_roundoff(kind);
+    let f32_rel = 4.0 * (c.seq + D) as f64 * f32::EPSILON as f64;
+    let max_x = [q, k, &dout]
+        .iter()
+        .flat_map(|x| x.iter())
+        .fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+    let subnormal_abs = c.seq as f64 * 2f64.powi(-25) * max_x;
+    let want = [dq, dk, dv];
+
+    let mut worst = 0.0f64;
+    for order in ORDERS {
+        let dev = CudaDevice::emulated_with(order);
+        let [gq, gk, gv] = inp.bits.each_ref().map(|x| dev.htod(x).unwrap());
+        let gvalid = inp.valid.as_ref().map(|m| dev.htod(m).unwrap());
+        let (gdout, gout, glse) = (
+            dev.htod(&dout_f32).unwrap(),
+            dev.htod(&out).unwrap(),
+            dev.htod(&lse).unwrap(),
+        );
+        let [mut gdq, mut gdk, mut gdv] = init.each_ref().map(|x| dev.htod(x).unwrap());
+        let mut delta = dev.htod(&vec![f32::NAN; rows]).unwrap();
+        attention_tc_backward(
+            &dev,
+            kind,
+            &mut gdq,
+            &mut gdk,
+            &mut gdv,
+            &mut delta,
+            &gdout,
+            &gq,
+            &gk,
+            &gv,
+            &gout,
+            &glse,
+            gvalid.as_ref(),
+            s,
+            inp.scale,
+            c.dropout,
+        )
+        .unwrap();
+        let got = [&gdq, &gdk, &gdv].map(|x| dev.dtoh(x).unwrap());
+        for (name, g) in ["dq", "dk", "dv"].iter().enumerate() {
+            let tag = format!("{kind:?} T{} {order:?} dropout {:?} {g}", c.seq, c.dropout);
+            for idx in 0..n {
+                let (gv, wv) = (got[name][idx] as f64, want[name][idx] as f64);
+                let (ah, af) = (scales.half[name][idx], scales.f32[name][idx]);
+                let err = (gv - wv).abs();
+                let tol =
+                    u * ah + f32_rel * af + subnormal_abs + 2.0 * f32::EPSILON as f64 * wv.abs();
+                assert!(
+                    err <= tol,
+                    "{tag}[{idx}] = {gv}, want {wv}: err {err:.3e} > tol {tol:.3e}"
+                );
+                if ah > 0.0 {
+                    worst = worst.max(err / (u * ah));
+                }
+            }
+        }
+    }
+    println!(
+        "{kind:?} T{} backward: worst err / (u a_half) = {worst:.3}",
+        c.seq
+    );
+    worst
+}
+
+fn all_backward_cases(kind: HalfKind) {
+    let cases = [
+        Case {
+            seq: 70,
+            masked: Some(|b, j| b == 1 || (20..67).contains(&j)),
+            dropout: None,
+        },
+        Case {
+            seq: 37,
+            masked: Some(|b, j| b == 0 && j >= 30),
+            dropout: Some(AttentionDropout { p: 0.2, seed: 9 }),
+        },
+    ];
+    let worst = cases
+        .iter()
+        .map(|c| backward_case(kind, c))
+        .fold(0.0, f64::max);
+    println!("{kind:?}: worst backward err / (u a_half) over all cases = {worst:.3}");
+}
+
+#[test]
+fn attention_tc_backward_bf16_matches_cpu_on_rounded_inputs() {
+    all_backward_cases(HalfKind::Bf16);
+}
+
+#[test]
+fn attention_tc_backward_f16_matches_cpu_on_rounded_inputs() {
+    all_backward_cases(HalfKind::F16);
 }
 
 fn all_forward_cases(kind: HalfKind) {

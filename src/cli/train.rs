@@ -261,9 +261,6 @@ pub fn run(args: Args) -> Result<()> {
             m
         }
     };
-    if model.config.attention_dropout > 0.0 {
-        eprintln!("note: attention_dropout {} is not applied (the fused attention has no probability dropout yet)", model.config.attention_dropout);
-    }
     let teacher = build_teacher(&cfg, args.teacher_model.as_deref())?;
     ensure!(
         teacher.codebooks() == cfg.objective.codebooks
