@@ -294,8 +294,9 @@ fn bench_attention(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
         attention::attention_forward(dev, &mut out, &mut lse, &q, &k, &v, None, &sh, scale, drop)
             .unwrap()
     });
+    // Reads dout, q, k, v, out, lse; dq, dk, dv accumulate (read + write).
     let name = format!("attention bwd {dims} [FLOP, 5 matmuls]");
-    bench(&mut g, dev, name, flops(5 * matmul, 8 * n + rows), || {
+    bench(&mut g, dev, name, flops(5 * matmul, 11 * n + rows), || {
         attention::attention_backward(
             dev, &mut dq, &mut dk, &mut dv, &mut delta, &dout, &q, &k, &v, &out, &lse, None, &sh,
             scale, drop,
@@ -346,7 +347,8 @@ fn bench_nce(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
     );
     // Backward: logits recomputed, dpred and dcodewords: 3 dot products per (row, codebook, codeword).
     let name = format!("nce bwd {dims} [FLOP]");
-    let floats = 2 * (n * k * d + k * cw * d) + 2 * n * k;
+    // Reads pred, codewords, targets, lse; dpred and dcodewords accumulate (read + write).
+    let floats = 3 * (n * k * d + k * cw * d) + 2 * n * k;
     bench(&mut g, dev, name, flops(3 * logits, floats), || {
         nce_loss::nce_loss_backward(
             dev,

@@ -113,10 +113,12 @@ extern "C" __global__ void __launch_bounds__(THREADS)
 }
 EMU_EXPORT(conv1d_backward_dx_f32)
 
-// dx[b, g*cin_g + m, s] += Σ_{j = co*K + k} W[g*cout_g + co, m, k] dout[b, g*cout_g + co, t] over the taps
-// with s + pad - k = t*stride, 0 <= t < Lout: a GEMM with M = cin_g, N = B*Lin whose second operand is
-// gathered from dout (zero where the tap misses a strided output). For cin_g >= 16; grid
-// (ceil(B*Lin / 64), ceil(cin_g / 64), G), block THREADS.
+// dx[b, g*cin_g + m, s] += Σ_{co, k} W[g*cout_g + co, m, k] dout[b, g*cout_g + co, t] over the taps with
+// s + pad - k = t*stride, 0 <= t < Lout. Only taps k ≡ s + pad (mod stride) can hit, so the columns are
+// split by that phase q: block x covers phase q = blockIdx.x % stride, whose columns n = (b, i) are the
+// positions s = s_q + i*stride, and reduces over j = (co, kk) with k = q + kk*stride (no wasted taps).
+// A GEMM with M = cin_g, its second operand gathered from dout. For cin_g >= 16; grid
+// (stride * ceil(B*ceil(Lin/stride) / 64), ceil(cin_g / 64), G), block THREADS.
 extern "C" __global__ void __launch_bounds__(THREADS)
     conv1d_backward_dx_gemm_f32(float* __restrict__ dx, const float* __restrict__ dout,
                                 const float* __restrict__ weight, int B, int Cin, int Cout, int Lin, int Lout,
@@ -124,24 +126,29 @@ extern "C" __global__ void __launch_bounds__(THREADS)
   __shared__ float Ws[TILE_K][PITCH];  // [j][m]
   __shared__ float Ds[TILE_K][PITCH];  // [j][n]
   const int cin_g = Cin / G, cout_g = Cout / G, g = blockIdx.z;
-  const int R = cout_g * K, N = B * Lin;
+  const int q = blockIdx.x % stride;
+  const int Kq = q < K ? (K - q + stride - 1) / stride : 0;      // taps of this phase
+  const int s_q = ((q - pad) % stride + stride) % stride;         // first s with (s + pad) % stride == q
+  const int Lq = s_q < Lin ? (Lin - s_q + stride - 1) / stride : 0;  // positions of this phase per item
+  const int R = cout_g * Kq, N = B * Lq;
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-  const int m0 = blockIdx.y * TILE, n0 = blockIdx.x * TILE;
+  const int m0 = blockIdx.y * TILE, n0 = (blockIdx.x / stride) * TILE;
   const float* wg = weight + (long long)g * cout_g * cin_g * K;
-  // Weight loads with j fastest (one (co, k) per thread and step); dout loads with n fastest, the
-  // thread's column (b, s) fixed for the whole reduction.
+  // Weight loads with j fastest (one (co, kk) per thread and step); dout loads with n fastest, the
+  // thread's column (b, i) fixed for the whole reduction: t = v - kk.
   const int wj = tid % TILE_K, wm = tid / TILE_K;
   const int dn = tid % TILE, dj = tid / TILE, gn = n0 + dn;
   const bool n_ok = gn < N;
-  const int db = n_ok ? gn / Lin : 0, spad = gn - db * Lin + pad;
+  const int db = n_ok ? gn / Lq : 0, v = (s_q + pad - q) / stride + (gn - db * Lq);
   const float* dg = dout + ((long long)db * Cout + (long long)g * cout_g) * Lout;
   float acc[4][4];
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
 
-  for (int j0 = 0; j0 < R; j0 += TILE_K) {
+  const int steps_end = n0 < N ? R : 0;  // tiles past this phase's columns skip the reduction
+  for (int j0 = 0; j0 < steps_end; j0 += TILE_K) {
     {
-      const int gj = j0 + wj, co = gj / K, k = gj - co * K;
+      const int gj = j0 + wj, co = gj / Kq, k = q + (gj - co * Kq) * stride;
       const float* wrow = wg + (long long)co * cin_g * K + k;
       for (int i = 0; i < 4; ++i) {
         const int m = wm + 16 * i, gm = m0 + m;
@@ -150,13 +157,12 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     }
     for (int i = 0; i < 4; ++i) {
       const int j = dj + 4 * i, gj = j0 + j;
-      float v = 0.0f;
+      float val = 0.0f;
       if (n_ok && gj < R) {
-        const int co = gj / K, num = spad - (gj - co * K);
-        const int t = num / stride;
-        if (num >= 0 && t * stride == num && t < Lout) v = dg[(long long)co * Lout + t];
+        const int co = gj / Kq, t = v - (gj - co * Kq);
+        if (t >= 0 && t < Lout) val = dg[(long long)co * Lout + t];
       }
-      Ds[j][dn] = v;
+      Ds[j][dn] = val;
     }
     __syncthreads();
     tile_fma(acc, Ws, Ds, tx, ty);
@@ -166,7 +172,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
   for (int j = 0; j < 4; ++j) {
     const int n = n0 + tx + 16 * j;
     if (n >= N) continue;
-    const int b = n / Lin, s = n - b * Lin;
+    const int b = n / Lq, s = s_q + (n - b * Lq) * stride;
     for (int i = 0; i < 4; ++i) {
       const int m = m0 + ty + 16 * i;
       if (m < cin_g) dx[((long long)b * Cin + g * cin_g + m) * Lin + s] += acc[i][j];

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import HubertModel
 from transformers.models.hubert.modeling_hubert import _compute_mask_indices
@@ -42,6 +43,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    np.random.seed(args.seed)  # _compute_mask_indices draws from numpy's global RNG
     cfg = mert_hubert_config(layerdrop=0.0, apply_spec_augment=True, mask_feature_prob=0.0)
     model = HubertModel(cfg).train()
     heads = Heads(cfg.hidden_size, k=CODEBOOKS, c=CODEBOOK_SIZE, d=FINAL_DIM, bins=CQT_BINS)

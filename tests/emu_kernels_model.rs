@@ -362,6 +362,8 @@ fn conv1d_gemm_tiles_ragged_in_every_dimension() {
     conv1d_case(conv_shape(2, 15, 21, 45, 20, 1, 10, 3));
     // Same with 17 channels per group (dx as a GEMM: cout_g*K = 180 over ragged steps) and stride 3.
     conv1d_case(conv_shape(2, 34, 18, 47, 20, 3, 10, 2));
+    // Stride above the kernel: dx positions of phase 2 get no tap at all (stay as they were).
+    conv1d_case(conv_shape(2, 16, 5, 23, 2, 3, 1, 1));
 }
 
 #[test]

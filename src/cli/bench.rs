@@ -7,8 +7,7 @@ use crate::autograd::Tape;
 use crate::model::config::MertConfig;
 use crate::model::mert::{ForwardOptions, Mert};
 use crate::tensor::Tensor;
-use crate::train::masking::{compute_mask_indices, MaskRng};
-use crate::train::objective::{init_heads, mert_loss, HeadsConfig, LossWeights, PretrainBatch};
+use crate::train::objective::{init_heads, mert_loss, HeadsConfig, LossWeights};
 use crate::train::optim::{clip_grad_norm, AdamW, ParamGroup};
 use anyhow::{ensure, Result};
 use std::path::PathBuf;
@@ -135,33 +134,7 @@ fn train_step(
     let heads = HeadsConfig::default();
     init_heads(&mut model, &heads, 1)?;
     let b = args.batch;
-    let frames = model.config.frames_for_samples(samples);
-    let mut rng = crate::model::weights::InitRng::new(7);
-    let audio: Vec<f32> = (0..b * samples)
-        .map(|_| (rng.normal() * 0.1) as f32)
-        .collect();
-    let codebook_size = 1024;
-    let codes: Vec<i32> = (0..b * heads.codebooks * frames)
-        .map(|_| (rng.uniform() * codebook_size as f64) as i32 % codebook_size as i32)
-        .collect();
-    let cqt: Vec<f32> = (0..b * frames * heads.cqt_bins)
-        .map(|_| rng.uniform() as f32)
-        .collect();
-    // MERT's masking: p = 0.8, spans of 5, at least 2 spans.
-    let mask: Vec<u8> =
-        compute_mask_indices(b, frames, &vec![frames; b], 0.8, 5, 2, &mut MaskRng::new(3))
-            .into_iter()
-            .map(u8::from)
-            .collect();
-    let batch = PretrainBatch {
-        audio: Tensor::from_f32(&[b, samples], audio),
-        codes,
-        code_frames: frames,
-        codebook_size,
-        cqt,
-        cqt_frames: frames,
-        mask,
-    };
+    let batch = super::device_bench::synthetic_batch(&model.config, &heads, b, samples, 7);
     let mut opt = AdamW::new(vec![ParamGroup::all((0.9, 0.98), 1e-6, 0.01)])?;
     let mut times = Vec::new();
     let mut loss = 0.0;

@@ -143,7 +143,11 @@ pub fn conv1d_backward(
             let args = with_dims(KernelArgs::new().buf_mut(dx).buf(dout).buf(weight), &d);
             let cin_g = s.in_channels / s.groups;
             if cin_g >= DX_GEMM_MIN_CHANNELS {
-                let grid = tile_grid(s.batch * s.in_len, cin_g, s.groups)?;
+                // One column range per stride phase (kernel comment); each phase has at most
+                // ceil(Lin / stride) positions per batch item.
+                let mut grid = tile_grid(s.batch * s.in_len.div_ceil(s.stride), cin_g, s.groups)?;
+                grid.grid.0 =
+                    check::int("conv1d dx column tiles", grid.grid.0 as usize * s.stride)? as u32;
                 dev.launch(&registry::CONV1D_BACKWARD_DX_GEMM_F32, grid, args)?;
             } else {
                 let grid = LaunchConfig::for_elements(nx, THREADS, MAX_BLOCKS);
