@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
-use culturemert_raw::cuda::tensor_core::{gemm_tc, HalfKind};
-use culturemert_raw::cuda::{attention, conv1d, gemm, nce_loss};
+use culturemert_raw::cuda::tensor_core::{cast_to_half, gemm_tc, HalfKind};
+use culturemert_raw::cuda::{attention, attention_tc, conv1d, gemm, nce_loss};
 use culturemert_raw::device::{CudaDevice, DeviceBuffer, Schedule};
 use culturemert_raw::ops::attention::{AttentionDropout, AttentionShape};
 use culturemert_raw::ops::conv1d::Conv1dShape;
@@ -300,6 +300,62 @@ fn bench_attention(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
         attention::attention_backward(
             dev, &mut dq, &mut dk, &mut dv, &mut delta, &dout, &q, &k, &v, &out, &lse, None, &sh,
             scale, drop,
+        )
+        .unwrap()
+    });
+
+    // The tensor-core kernels (bf16 q/k/v, f32 out, lse and gradients).
+    let half = |x: &DeviceBuffer<f32>| -> DeviceBuffer<u16> {
+        let mut h = dev.alloc_zeros::<u16>(x.len()).unwrap();
+        cast_to_half(dev, HalfKind::Bf16, &mut h, x).unwrap();
+        h
+    };
+    let (qh, kh, vh) = (half(&q), half(&k), half(&v));
+    // Bytes: bf16 q, k, v (half a float each), f32 out and lse.
+    let name = format!("attention_tc Bf16 fwd {dims} [FLOP]");
+    bench(
+        &mut g,
+        dev,
+        name,
+        flops(2 * matmul, 5 * n / 2 + rows),
+        || {
+            attention_tc::attention_tc_forward(
+                dev,
+                HalfKind::Bf16,
+                &mut out,
+                &mut lse,
+                &qh,
+                &kh,
+                &vh,
+                None,
+                &sh,
+                scale,
+                drop,
+            )
+            .unwrap()
+        },
+    );
+    // Bytes: bf16 q, k, v (half a float each), f32 dout, out, lse; dq, dk, dv accumulate.
+    let name = format!("attention_tc Bf16 bwd {dims} [FLOP, 5 matmuls]");
+    let floats = 2 * n + 3 * n / 2 + 6 * n + rows;
+    bench(&mut g, dev, name, flops(5 * matmul, floats), || {
+        attention_tc::attention_tc_backward(
+            dev,
+            HalfKind::Bf16,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            &mut delta,
+            &dout,
+            &qh,
+            &kh,
+            &vh,
+            &out,
+            &lse,
+            None,
+            &sh,
+            scale,
+            drop,
         )
         .unwrap()
     });

@@ -13,7 +13,9 @@
 // layout of S tiles 2kk and 2kk+1 is exactly the m16k16 A-fragment layout of P for keys 16kk..16kk+15,
 // so P goes from registers, rounded to half, straight into O += P V with no shared-memory round trip.
 // V is stored transposed (Vt[d][key]) so that B fragments (k = key pairs) are single 32-bit loads.
-// No T x T matrix reaches global memory.
+// No T x T matrix reaches global memory. Backward: see the section header below (dq and dk/dv kernels,
+// all four products on mma). The dkv kernel uses 46 KiB of static shared memory and ~245 registers
+// (sm_80/sm_90, no spills): adding live state there will spill.
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -50,13 +52,26 @@ __device__ __forceinline__ void atc_store8(unsigned short* __restrict__ S, int r
   }
 }
 
+// Chunk c of a tile load: row r, columns d..d+7. Row-major order (a warp reads 4 whole 128-byte rows)
+// for the plain layout; for the transposed one the lanes of a warp take 32 rows of one column chunk,
+// so that their 2-byte stores S[d + i][r] fall in 16 distinct banks instead of all in one.
+__device__ __forceinline__ void atc_chunk(int c, bool transposed, int& r, int& d) {
+  if (transposed) {
+    r = c % ATC_TILE_K, d = (c / ATC_TILE_K) * 8;
+  } else {
+    r = c / (ATC_D / 8), d = (c % (ATC_D / 8)) * 8;
+  }
+}
+
 // Rows t0..t0+63 of head h (batch b) of half bits G into S[r][d] (transposed: S[d][r]); zeros past T.
 __device__ __forceinline__ void atc_load_tile(unsigned short* __restrict__ S, const unsigned short* __restrict__ G,
                                               int b, int h, int t0, int T, int H, bool transposed) {
   const long long width = (long long)H * ATC_D;
   const bool aligned = (reinterpret_cast<unsigned long long>(G) & 15) == 0;
   for (int c = threadIdx.x; c < ATC_TILE_K * (ATC_D / 8); c += 32 * ATC_WARPS) {
-    const int r = c / (ATC_D / 8), d = (c % (ATC_D / 8)) * 8, t = t0 + r;
+    int r, d;
+    atc_chunk(c, transposed, r, d);
+    const int t = t0 + r;
     const unsigned short* src = G + ((long long)b * T + t) * width + (long long)h * ATC_D + d;
     unsigned short e[8];
     if (t < T && aligned) {
@@ -76,7 +91,9 @@ __device__ __forceinline__ void atc_load_tile_f32(unsigned short* __restrict__ S
                                                   int h, int t0, int T, int H, bool transposed) {
   const long long width = (long long)H * ATC_D;
   for (int c = threadIdx.x; c < ATC_TILE_K * (ATC_D / 8); c += 32 * ATC_WARPS) {
-    const int r = c / (ATC_D / 8), d = (c % (ATC_D / 8)) * 8, t = t0 + r;
+    int r, d;
+    atc_chunk(c, transposed, r, d);
+    const int t = t0 + r;
     const float* src = G + ((long long)b * T + t) * width + (long long)h * ATC_D + d;
     unsigned short e[8];
     for (int i = 0; i < 8; ++i) e[i] = t < T ? f32_to_half_bits<BF16>(src[i]) : (unsigned short)0;

@@ -7,8 +7,8 @@
 //   dweight:  dW_g  [cout_g, cin_g*K]    += dout_g [cout_g, B*Lout] . col^T
 // Both use the tiling of kernels/gemm.cu: a 64x64 output tile per 256-thread block, 16-deep shared
 // tiles, each thread a 4x4 register tile strided by 16, summed in a fixed order (deterministic).
-// dx is the same kind of GEMM with M = cin_g, N = B*Lin, reduction over (co, k), its second operand
-// gathered from dout; for few channels per group (the waveform layer) one thread per input element
+// dx is the same kind of GEMM with M = cin_g, N = B*Lin split by stride phase, reduction over the
+// (co, k) that can hit, its second operand gathered from dout; for few channels per group (the waveform layer) one thread per input element
 // is cheaper. dbias: one block per channel with a fixed-order block sum. Backward accumulates.
 #include "common.cuh"
 
