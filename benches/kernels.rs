@@ -47,7 +47,7 @@ impl Shapes {
                 frames: 45,
                 hidden: 64,
                 ffn: 256,
-                heads: 2,
+                heads: 1,
                 head_dim: 64,
                 conv: 12,
                 pos_channels: 32,

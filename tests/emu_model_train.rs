@@ -9,7 +9,7 @@ mod common;
 use culturemert_raw::autograd::Tape;
 use culturemert_raw::device::{CudaDevice, Schedule};
 use culturemert_raw::model::config::MertConfig;
-use culturemert_raw::model::cuda_mert::CudaMert;
+use culturemert_raw::model::cuda_mert::{CudaMert, Precision};
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
 use culturemert_raw::tensor::Tensor;
 use std::collections::HashMap;
@@ -159,4 +159,97 @@ fn post_ln_training_mode_with_every_dropout_and_layerdrop() {
 #[test]
 fn pre_ln_training_mode_with_a_frozen_conv_stack() {
     case(true, true, 8, Schedule::Reverse);
+}
+
+/// bf16 / f16 on the emulated device (linear layers and, at head_dim 64, attention on tensor cores) vs
+/// the f32 CPU tape, eval mode, padded batch. Operands are rounded to half (unit roundoff u = 2^-9 bf16,
+/// 2^-12 f16) before every GEMM, so hidden states and gradients may differ by a small multiple of u
+/// through the layers: tolerance 16u of max |cpu| per tensor (bf16 3.1e-2, f16 3.9e-3).
+#[test]
+fn half_precision_model_with_tensor_core_attention() {
+    let mut cfg = MertConfig::from_json_str(include_str!("../configs/tiny-demo.json")).unwrap();
+    cfg.hidden_size = 128;
+    cfg.num_attention_heads = 2; // head_dim 64: the tensor-core attention kernels
+    cfg.intermediate_size = 256;
+    let model = Mert::random(cfg.clone(), 3).unwrap();
+    let (batch, samples) = (2, 2801);
+    let audio = common::random(batch * samples, 21, -0.5, 0.5);
+    let sample_mask: Vec<u8> = (0..batch * samples)
+        .map(|i| u8::from(i < samples || i - samples < 2000))
+        .collect();
+    let frames = cfg.frames_for_samples(samples);
+    let n_hidden = cfg.num_hidden_layers + 1;
+    let probes: Vec<Vec<f32>> = (0..n_hidden)
+        .map(|i| common::random(batch * frames * cfg.hidden_size, 40 + i as u64, -1.0, 1.0))
+        .collect();
+    let opts = ForwardOptions::default();
+    let mut tape = Tape::new();
+    let x = Tensor::from_f32(&[batch, samples], audio.clone());
+    let out = model
+        .forward(&mut tape, &x, Some(&sample_mask), &opts)
+        .unwrap();
+    let cpu_hidden: Vec<Vec<f32>> = out
+        .hidden_states
+        .iter()
+        .map(|v| v.data().to_vec())
+        .collect();
+    let seeds = out
+        .hidden_states
+        .iter()
+        .zip(&probes)
+        .map(|(v, p)| (v, p.clone()))
+        .collect();
+    let mut store = model.params.clone();
+    tape.backward(seeds, &mut store).unwrap();
+
+    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    for (precision, u) in [
+        (Precision::Bf16, 2f64.powi(-9)),
+        (Precision::F16, 2f64.powi(-12)),
+    ] {
+        let tol = 16.0 * u;
+        let mut m = CudaMert::new(&dev, &model).unwrap();
+        m.precision = precision;
+        let fwd = m
+            .forward(&audio, batch, samples, Some(&sample_mask), &opts, true)
+            .unwrap();
+        let mut worst_h = 0.0f64;
+        for (i, want) in cpu_hidden.iter().enumerate() {
+            let e = rel_err(&fwd.hidden_state(&dev, i).unwrap(), want);
+            worst_h = worst_h.max(e);
+            assert!(
+                e <= tol,
+                "{precision} hidden_states.{i}: rel err {e:.2e} > {tol:.1e}"
+            );
+        }
+        assert!(
+            worst_h > 0.0,
+            "{precision}: bit-identical to f32, so nothing ran in half"
+        );
+        let d_hidden = probes.iter().map(|p| Some(dev.htod(p).unwrap())).collect();
+        m.backward(fwd, d_hidden, None).unwrap();
+        let mut worst_g = (0.0f64, String::new());
+        for (name, got) in m.params.download_grads(&dev).unwrap() {
+            if name.ends_with("k_proj.bias") {
+                continue; // exactly-zero true gradient (see model_golden.rs)
+            }
+            let Some(want) = store.by_name(&name).unwrap().grad.clone() else {
+                // Unused on this path (masked_spec_embed without masking): no gradient at all.
+                assert!(got.iter().all(|&v| v == 0.0), "{precision} {name}: gradient without a use");
+                continue;
+            };
+            let e = rel_err(&got, &want);
+            if e > worst_g.0 {
+                worst_g = (e, name.clone());
+            }
+            assert!(
+                e <= tol,
+                "{precision} grad of {name}: rel err {e:.2e} > {tol:.1e}"
+            );
+        }
+        println!(
+            "{precision}: hidden states worst {worst_h:.2e}, gradients worst {:.2e} ({}), tolerance {tol:.1e}",
+            worst_g.0, worst_g.1
+        );
+    }
 }

@@ -131,7 +131,11 @@ pub fn cast_from_half(
 }
 
 /// `x` rounded to half precision in a new buffer.
-fn to_half(dev: &CudaDevice, kind: HalfKind, x: &DeviceBuffer<f32>) -> Result<DeviceBuffer<u16>> {
+pub fn to_half(
+    dev: &CudaDevice,
+    kind: HalfKind,
+    x: &DeviceBuffer<f32>,
+) -> Result<DeviceBuffer<u16>> {
     let mut h = dev.alloc::<u16>(x.len())?;
     cast_to_half(dev, kind, &mut h, x)?;
     Ok(h)

@@ -5,7 +5,10 @@ use anyhow::{Context, Result};
 
 use super::forward::LayerSaved;
 use super::{Buf, CudaMert};
-use crate::cuda::{attention, dropout, elementwise, gelu, gemm, layer_norm, layout, tensor_core};
+use crate::cuda::tensor_core::HalfKind;
+use crate::cuda::{
+    attention, attention_tc, dropout, elementwise, gelu, gemm, layer_norm, layout, tensor_core,
+};
 use crate::device::DeviceBuffer;
 use crate::ops::attention::{AttentionDropout, AttentionShape};
 
@@ -17,6 +20,12 @@ impl CudaMert {
             heads: self.config.num_attention_heads,
             head_dim: self.config.head_dim(),
         }
+    }
+
+    /// The half kind when attention runs on tensor cores: half precision and head_dim 64 (the tensor-core
+    /// kernels' only size; other head sizes use the f32 kernels).
+    fn attention_on_tensor_cores(&self, shape: &AttentionShape) -> Option<HalfKind> {
+        self.precision.half().filter(|_| shape.head_dim == 64)
     }
 
     /// Layer `l` on h [B*T, H]: its output and, when `record`, what backward needs.
@@ -52,18 +61,36 @@ impl CudaMert {
         let scale = (cfg.head_dim() as f32).powf(-0.5);
         let mut attn = dev.alloc(rows * hidden)?;
         let mut lse = dev.alloc(batch * shape.heads * frames)?;
-        attention::attention_forward(
-            dev,
-            &mut attn,
-            &mut lse,
-            &q,
-            &k,
-            &v,
-            key_valid,
-            &shape,
-            scale,
-            attn_dropout,
-        )
+        match self.attention_on_tensor_cores(&shape) {
+            None => attention::attention_forward(
+                dev,
+                &mut attn,
+                &mut lse,
+                &q,
+                &k,
+                &v,
+                key_valid,
+                &shape,
+                scale,
+                attn_dropout,
+            ),
+            Some(kind) => {
+                let half = |x: &Buf| tensor_core::to_half(dev, kind, x);
+                attention_tc::attention_tc_forward(
+                    dev,
+                    kind,
+                    &mut attn,
+                    &mut lse,
+                    &half(&q)?,
+                    &half(&k)?,
+                    &half(&v)?,
+                    key_valid,
+                    &shape,
+                    scale,
+                    attn_dropout,
+                )
+            }
+        }
         .with_context(|| format!("{pre}.attention"))?;
         let o = self.linear(&attn, rows, &format!("{pre}.attention.out_proj"), hidden)?;
         let o = self.dropout(o, cfg.hidden_dropout, seeds[0], train)?;
@@ -232,23 +259,46 @@ impl CudaMert {
             self.zeros(rows * hidden)?,
         );
         let mut delta = self.dev.alloc(s.lse.len())?;
-        attention::attention_backward(
-            &self.dev,
-            &mut dq,
-            &mut dk,
-            &mut dv,
-            &mut delta,
-            &d_attn,
-            &s.q,
-            &s.k,
-            &s.v,
-            &s.attn,
-            &s.lse,
-            key_valid,
-            &shape,
-            scale,
-            s.attn_dropout,
-        )
+        match self.attention_on_tensor_cores(&shape) {
+            None => attention::attention_backward(
+                &self.dev,
+                &mut dq,
+                &mut dk,
+                &mut dv,
+                &mut delta,
+                &d_attn,
+                &s.q,
+                &s.k,
+                &s.v,
+                &s.attn,
+                &s.lse,
+                key_valid,
+                &shape,
+                scale,
+                s.attn_dropout,
+            ),
+            Some(kind) => {
+                let half = |x: &Buf| tensor_core::to_half(&self.dev, kind, x);
+                attention_tc::attention_tc_backward(
+                    &self.dev,
+                    kind,
+                    &mut dq,
+                    &mut dk,
+                    &mut dv,
+                    &mut delta,
+                    &d_attn,
+                    &half(&s.q)?,
+                    &half(&s.k)?,
+                    &half(&s.v)?,
+                    &s.attn,
+                    &s.lse,
+                    key_valid,
+                    &shape,
+                    scale,
+                    s.attn_dropout,
+                )
+            }
+        }
         .with_context(|| format!("{pre}.attention backward"))?;
         drop((d_attn, delta, s.q, s.k, s.v, s.attn, s.lse));
         let x = s.attn_in.as_ref().map(|t| &t.0).unwrap_or(h);
