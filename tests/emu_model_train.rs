@@ -235,7 +235,10 @@ fn half_precision_model_with_tensor_core_attention() {
             }
             let Some(want) = store.by_name(&name).unwrap().grad.clone() else {
                 // Unused on this path (masked_spec_embed without masking): no gradient at all.
-                assert!(got.iter().all(|&v| v == 0.0), "{precision} {name}: gradient without a use");
+                assert!(
+                    got.iter().all(|&v| v == 0.0),
+                    "{precision} {name}: gradient without a use"
+                );
                 continue;
             };
             let e = rel_err(&got, &want);
