@@ -3,7 +3,7 @@
 use crate::autograd::Tape;
 use crate::device::Device;
 use crate::model::config::MertConfig;
-use crate::model::cuda_mert::CudaMert;
+use crate::model::cuda_mert::{CudaMert, Precision};
 use crate::model::mert::{ForwardOptions, Mert};
 use crate::tensor::Tensor;
 use anyhow::{bail, ensure, Context, Result};
@@ -18,6 +18,9 @@ pub struct Args {
     /// cpu | cuda | emu | auto (auto = CUDA if a GPU is usable, else CPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Linear-layer and attention arithmetic on a CUDA device: f32 | bf16 | f16 (tensor cores).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Hidden states to keep: `all` (0..=num_layers, 0 = before the transformer) or a list like 0,6,12.
     #[arg(long, default_value = "all")]
     pub layers: String,
@@ -200,11 +203,22 @@ pub fn run(args: Args) -> Result<()> {
     let model = Mert::load(&args.model)
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let layers = parse_layers(&args.layers, model.config.num_hidden_layers)?;
+    let precision = Precision::parse(&args.precision)?;
     let backend = match &device {
-        Device::Cpu => Backend::Cpu(&model),
-        Device::Cuda(dev) => Backend::Cuda(Box::new(CudaMert::new(dev, &model)?)),
+        Device::Cpu => {
+            ensure!(
+                precision == Precision::F32,
+                "--precision {precision} needs a CUDA device (--device cuda or emu); the CPU runs f32"
+            );
+            Backend::Cpu(&model)
+        }
+        Device::Cuda(dev) => {
+            let mut m = CudaMert::new(dev, &model)?;
+            m.precision = precision;
+            Backend::Cuda(Box::new(m))
+        }
     };
-    eprintln!("embedding on {device}");
+    eprintln!("embedding on {device} ({precision})");
     let rate = model.config.sample_rate;
     let chunk = match args.chunk_seconds {
         None => None,
