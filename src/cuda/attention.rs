@@ -50,7 +50,7 @@ fn config(s: &AttentionShape) -> LaunchConfig {
 }
 
 /// (p, 1/(1-p) rounded in f32 as on the CPU, seed); (0, 1, 0) without dropout.
-fn dropout_args(dropout: Option<AttentionDropout>) -> Result<(f32, f32, u64)> {
+pub(super) fn dropout_args(dropout: Option<AttentionDropout>) -> Result<(f32, f32, u64)> {
     match dropout {
         None => Ok((0.0, 1.0, 0)),
         Some(d) => {

@@ -7,6 +7,7 @@
 use anyhow::{ensure, Result};
 
 use super::tensor_core::HalfKind;
+use super::attention::dropout_args;
 use super::{check, registry};
 use crate::device::{CudaDevice, DeviceBuffer, Kernel, KernelArgs, LaunchConfig};
 use crate::ops::attention::{AttentionDropout, AttentionShape};
@@ -72,21 +73,6 @@ fn config(s: &AttentionShape) -> LaunchConfig {
         ),
         (THREADS, 1, 1),
     )
-}
-
-/// (p, 1/(1-p) rounded in f32 as on the CPU, seed); (0, 1, 0) without dropout.
-fn dropout_args(dropout: Option<AttentionDropout>) -> Result<(f32, f32, u64)> {
-    match dropout {
-        None => Ok((0.0, 1.0, 0)),
-        Some(d) => {
-            ensure!(
-                (0.0..=1.0).contains(&d.p),
-                "attention_tc: dropout p = {} outside [0, 1]",
-                d.p
-            );
-            Ok((d.p, d.scale(), d.seed))
-        }
-    }
 }
 
 /// out = softmax(scale Q Kᵀ, masked keys excluded) V per head on tensor cores (P rounded to `kind`
