@@ -6,8 +6,8 @@
 
 use anyhow::{ensure, Result};
 
-use super::tensor_core::HalfKind;
 use super::attention::dropout_args;
+use super::tensor_core::HalfKind;
 use super::{check, registry};
 use crate::device::{CudaDevice, DeviceBuffer, Kernel, KernelArgs, LaunchConfig};
 use crate::ops::attention::{AttentionDropout, AttentionShape};
