@@ -7,13 +7,13 @@
 //! measures the emulator, not the kernel). The device is synchronised inside every iteration, before the
 //! clock stops. Throughput: `[FLOP]` benches report elem/s = FLOP/s (and the minimum bytes moved as B/s).
 
-use std::time::Duration;
+mod common;
+use common::*;
 
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use culturemert_raw::cuda::tensor_core::{cast_to_half, gemm_tc, HalfKind};
 use culturemert_raw::cuda::{attention, attention_tc, conv1d, gemm, nce_loss};
-use culturemert_raw::device::{CudaDevice, DeviceBuffer, Schedule};
+use culturemert_raw::device::{CudaDevice, DeviceBuffer};
 use culturemert_raw::ops::attention::{AttentionDropout, AttentionShape};
 use culturemert_raw::ops::conv1d::Conv1dShape;
 use culturemert_raw::ops::nce_loss::NceShape;
@@ -82,59 +82,6 @@ impl Shapes {
     fn rows(&self) -> usize {
         self.batch * self.frames
     }
-}
-
-fn device() -> CudaDevice {
-    CudaDevice::driver(0).unwrap_or_else(|e| {
-        eprintln!("no GPU ({e:#}): benchmarking the host emulator with small shapes");
-        CudaDevice::emulated_with(Schedule::Forward)
-    })
-}
-
-fn values(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-        .collect()
-}
-
-fn upload(dev: &CudaDevice, n: usize) -> DeviceBuffer<f32> {
-    dev.htod(&values(n)).unwrap()
-}
-
-fn zeros(dev: &CudaDevice, n: usize) -> DeviceBuffer<f32> {
-    dev.alloc_zeros::<f32>(n).unwrap()
-}
-
-/// FLOPs (reported as elements) and the minimum f32 bytes moved (`floats` x 4).
-fn flops(flop: usize, floats: usize) -> Throughput {
-    Throughput::ElementsAndBytes {
-        elements: flop as u64,
-        bytes: 4 * floats as u64,
-    }
-}
-
-fn group<'a>(c: &'a mut Criterion, emu: bool, family: &str) -> BenchmarkGroup<'a, WallTime> {
-    c.benchmark_group(format!(
-        "kernels/{}/{family}",
-        if emu { "emu" } else { "cuda" }
-    ))
-}
-
-/// Times `f` (launches) plus a device synchronisation.
-fn bench(
-    g: &mut BenchmarkGroup<'_, WallTime>,
-    dev: &CudaDevice,
-    name: String,
-    tp: Throughput,
-    mut f: impl FnMut(),
-) {
-    g.throughput(tp);
-    g.bench_function(name, |it| {
-        it.iter(|| {
-            f();
-            dev.synchronize().unwrap();
-        })
-    });
 }
 
 /// The three GEMMs of nn.Linear 768 -> 3072 (FFN up): forward (nt), dX (nn), dW (tn).
@@ -433,17 +380,9 @@ fn benches(c: &mut Criterion) {
     bench_nce(c, &dev, &s);
 }
 
-/// Short defaults (command-line options such as --measurement-time override them).
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(200))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = kernel_benches;
-    config = config();
+    config = common::config();
     targets = benches
 }
 criterion_main!(kernel_benches);

@@ -8,10 +8,10 @@
 //! minimum bytes moved (inputs read once, outputs written once, accumulated outputs read and written)
 //! in decimal B/s, comparable with HBM bandwidth.
 
-use std::time::Duration;
+mod common;
+use common::*;
 
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use culturemert_raw::audio::cqt::CqtPlan;
 use culturemert_raw::cuda::adamw::{adamw_step, AdamwScalars, AdamwTensor};
 use culturemert_raw::cuda::cqt::CqtDevicePlan;
@@ -19,7 +19,7 @@ use culturemert_raw::cuda::tensor_core::{cast_to_half, HalfKind};
 use culturemert_raw::cuda::{
     dropout, elementwise, gelu, group_norm, layer_norm, layout, reduce, weight_norm,
 };
-use culturemert_raw::device::{CudaDevice, DeviceBuffer, Schedule};
+use culturemert_raw::device::{CudaDevice, DeviceBuffer};
 
 /// Training shapes (GPU) or a small stand-in (emulator: each iteration under ~0.2 s; global_norm
 /// runs max-tensor-length/256 blocks (at most 64) for every tensor, so the emulator's tensors stay small).
@@ -134,56 +134,6 @@ impl Shapes {
         ]);
         p
     }
-}
-
-fn device() -> CudaDevice {
-    CudaDevice::driver(0).unwrap_or_else(|e| {
-        eprintln!("no GPU ({e:#}): benchmarking the host emulator with small shapes");
-        CudaDevice::emulated_with(Schedule::Forward)
-    })
-}
-
-fn values(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-        .collect()
-}
-
-fn upload(dev: &CudaDevice, n: usize) -> DeviceBuffer<f32> {
-    dev.htod(&values(n)).unwrap()
-}
-
-fn zeros(dev: &CudaDevice, n: usize) -> DeviceBuffer<f32> {
-    dev.alloc_zeros::<f32>(n).unwrap()
-}
-
-/// Minimum bytes moved for `floats` f32 values.
-fn floats(n: usize) -> Throughput {
-    Throughput::BytesDecimal(4 * n as u64)
-}
-
-fn group<'a>(c: &'a mut Criterion, emu: bool, family: &str) -> BenchmarkGroup<'a, WallTime> {
-    c.benchmark_group(format!(
-        "kernels/{}/{family}",
-        if emu { "emu" } else { "cuda" }
-    ))
-}
-
-/// Times `f` (launches) plus a device synchronisation.
-fn bench(
-    g: &mut BenchmarkGroup<'_, WallTime>,
-    dev: &CudaDevice,
-    name: String,
-    tp: Throughput,
-    mut f: impl FnMut(),
-) {
-    g.throughput(tp);
-    g.bench_function(name, |it| {
-        it.iter(|| {
-            f();
-            dev.synchronize().unwrap();
-        })
-    });
 }
 
 fn bench_norms(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
@@ -488,17 +438,9 @@ fn benches(c: &mut Criterion) {
     bench_cqt(c, &dev, &s);
 }
 
-/// Short defaults (command-line options such as --measurement-time override them).
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(200))
-        .measurement_time(Duration::from_secs(2))
-}
-
 criterion_group! {
     name = kernel_misc_benches;
-    config = config();
+    config = common::config();
     targets = benches
 }
 criterion_main!(kernel_misc_benches);
