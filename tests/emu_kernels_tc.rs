@@ -7,7 +7,7 @@
 //! - mma_layout_probe (kernels/tests/mma_layout.cu): one m16n8k16 on fragments filled straight from
 //!   the PTX ISA layout formulas, against the f64 product: a wrong lane/register mapping in the
 //!   emulator's mma gives O(1) errors.
-//! - The four casts bit for bit against the `half` crate's round-to-nearest-even (NaN: only NaN-ness
+//! - The four casts (cast_f32_to_bf16, cast_f32_to_f16, cast_bf16_to_f32, cast_f16_to_f32) bit for bit against the `half` crate's round-to-nearest-even (NaN: only NaN-ness
 //!   is compared; the GPU returns a canonical NaN, `half` keeps payload bits).
 
 use culturemert_raw::cuda::registry;

@@ -19,9 +19,9 @@ use crate::train::optim::{AdamState, AdamW, GradNorm};
 
 type Buf = DeviceBuffer<f32>;
 
-/// Loss values of one micro-batch (host scalars, as the CPU `LossParts` reports them).
+/// Loss values of one micro-batch as host scalars (what the trainer logs, from either backend).
 #[derive(Clone, Copy, Debug)]
-pub struct DeviceLoss {
+pub struct StepLoss {
     pub total: f32,
     pub codebook_ce: f32,
     pub feature_penalty: f32,
@@ -126,7 +126,7 @@ impl CudaTrainer {
         weights: &LossWeights,
         opts: &ForwardOptions,
         scale: f32,
-    ) -> Result<DeviceLoss> {
+    ) -> Result<StepLoss> {
         let dev = self.dev();
         let scale = scale * self.scaler.as_ref().map_or(1.0, |s| s.scale);
         let MaskedTargets {
@@ -156,7 +156,7 @@ impl CudaTrainer {
                 .with_context(|| format!("head {n} missing: initialise or load the heads"))
         };
         let emb = id("label_embs_concat")?;
-        let proj = m.linear(&xm, n_m, "final_proj", k_total * heads.final_dim)?;
+        let proj = m.linear(&xm, n_m, "final_proj")?;
         let s = NceShape {
             rows: n_m,
             codebooks: k_total,
@@ -180,7 +180,7 @@ impl CudaTrainer {
         )?;
         let ce_sum: f64 = dev.dtoh(&nce)?.iter().map(|&v| v as f64).sum();
         let n_correct = dev.dtoh(&correct)?.iter().filter(|&&c| c != 0).count();
-        let cqt_pred = m.linear(&xm, n_m, "encoder_cqt_model.fc", heads.cqt_bins)?;
+        let cqt_pred = m.linear(&xm, n_m, "encoder_cqt_model.fc")?;
         let cqt_target = dev.htod(&cqt_target)?;
         let mse =
             layout::squared_error_sum(&dev, &cqt_pred, Some(&cqt_target))? / cqt_pred.len() as f64;
@@ -225,7 +225,7 @@ impl CudaTrainer {
         let mut d_hidden: Vec<Option<Buf>> = (0..fwd.hidden_states.len()).map(|_| None).collect();
         *d_hidden.last_mut().expect("hidden states") = Some(d_last);
         self.model.backward(fwd, d_hidden, Some(d_feat))?;
-        Ok(DeviceLoss {
+        Ok(StepLoss {
             total,
             codebook_ce: ce / n,
             feature_penalty: pen32,

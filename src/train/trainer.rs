@@ -8,7 +8,7 @@ use crate::model::mert::{ForwardOptions, Mert};
 use crate::tensor::Tensor;
 use crate::train::checkpoint::{latest_checkpoint, read_state, save_checkpoint, TrainState};
 use crate::train::config::TrainConfig;
-use crate::train::cuda_step::{CudaTrainer, DeviceLoss};
+use crate::train::cuda_step::{CudaTrainer, StepLoss};
 use crate::train::data::{draw_seed, DataPipeline};
 use crate::train::masking::{compute_mask_indices, MaskRng};
 use crate::train::mixup::{inbatch_noise_mixup, MixupConfig};
@@ -234,9 +234,7 @@ pub fn train(
             if let Some(t) = on_device.as_mut() {
                 t.apply_frozen(&model.params)?;
                 if step == stage_start {
-                    t.reset_optimizer();
-                } else {
-                    t.upload_optimizer(&optimizer)?; // resumed mid-stage: optimizer_for may have replaced it
+                    t.reset_optimizer(); // resumed mid-stage, the moments were uploaded with the model
                 }
             }
             current_stage = si;
@@ -298,7 +296,7 @@ pub fn train(
                     let parts = mert_loss(&mut tape, model, heads, &batch, &weights, &fopts)?;
                     let total = parts.total.data()[0];
                     tape.backward(vec![(&parts.total, vec![scale])], &mut model.params)?;
-                    DeviceLoss {
+                    StepLoss {
                         total,
                         codebook_ce: parts.codebook_ce,
                         feature_penalty: parts.feature_penalty,

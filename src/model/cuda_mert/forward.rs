@@ -137,11 +137,10 @@ impl CudaMert {
         Ok(out)
     }
 
-    pub fn linear(&self, x: &Buf, rows: usize, name: &str, out_f: usize) -> Result<Buf> {
+    /// nn.Linear `name` on x [rows, in]: a new [rows, out] buffer (sizes from the weight's shape).
+    pub fn linear(&self, x: &Buf, rows: usize, name: &str) -> Result<Buf> {
         let p = &self.params;
-        let w = p.id(&format!("{name}.weight"))?;
-        let b = p.id_opt(&format!("{name}.bias"));
-        let in_f = x.len() / rows.max(1);
+        let (w, b, in_f, out_f) = p.linear_ids(name)?;
         let mut out = self.dev.alloc(rows * out_f)?;
         let (weight, bias) = (&p.values[w], b.map(|b| &p.values[b]));
         match self.precision.half() {
@@ -327,7 +326,7 @@ impl CudaMert {
             None
         };
         let proj_in = proj_ln.as_ref().map(|t| &t.0).unwrap_or(&features);
-        let h = self.linear(proj_in, rows, "feature_projection.projection", hidden)?;
+        let h = self.linear(proj_in, rows, "feature_projection.projection")?;
         let proj_dropout_seed = seeds.next();
         let mut h = self.dropout(h, cfg.feat_proj_dropout, proj_dropout_seed, train)?;
         let mask_time = match &opts.mask_time {

@@ -54,9 +54,9 @@ impl CudaMert {
             Some(self.layer_norm(h, rows, &format!("{pre}.layer_norm"), eps)?)
         };
         let x = attn_in.as_ref().map(|t| &t.0).unwrap_or(h);
-        let q = self.linear(x, rows, &format!("{pre}.attention.q_proj"), hidden)?;
-        let k = self.linear(x, rows, &format!("{pre}.attention.k_proj"), hidden)?;
-        let v = self.linear(x, rows, &format!("{pre}.attention.v_proj"), hidden)?;
+        let q = self.linear(x, rows, &format!("{pre}.attention.q_proj"))?;
+        let k = self.linear(x, rows, &format!("{pre}.attention.k_proj"))?;
+        let v = self.linear(x, rows, &format!("{pre}.attention.v_proj"))?;
         let shape = self.attention_shape(batch, frames);
         let scale = (cfg.head_dim() as f32).powf(-0.5);
         let mut attn = dev.alloc(rows * hidden)?;
@@ -92,7 +92,7 @@ impl CudaMert {
             }
         }
         .with_context(|| format!("{pre}.attention"))?;
-        let o = self.linear(&attn, rows, &format!("{pre}.attention.out_proj"), hidden)?;
+        let o = self.linear(&attn, rows, &format!("{pre}.attention.out_proj"))?;
         let o = self.dropout(o, cfg.hidden_dropout, seeds[0], train)?;
         let mut resid1 = dev.alloc(rows * hidden)?;
         elementwise::add(dev, &mut resid1, h, &o)?;
@@ -108,17 +108,11 @@ impl CudaMert {
             &ffn_in,
             rows,
             &format!("{pre}.feed_forward.intermediate_dense"),
-            cfg.intermediate_size,
         )?;
         let mut act = dev.alloc(inter.len())?;
         gelu::gelu_forward(dev, &mut act, &inter)?;
         let act = self.dropout(act, cfg.activation_dropout, seeds[1], train)?;
-        let f = self.linear(
-            &act,
-            rows,
-            &format!("{pre}.feed_forward.output_dense"),
-            hidden,
-        )?;
+        let f = self.linear(&act, rows, &format!("{pre}.feed_forward.output_dense"))?;
         let f = self.dropout(f, cfg.hidden_dropout, seeds[2], train)?;
         let mut sum = dev.alloc(rows * hidden)?;
         // Post-LN: the FFN residual is the normed ffn_in; pre-LN: the un-normed resid1.
@@ -346,10 +340,7 @@ impl CudaMert {
         x: &Buf,
         rows: usize,
     ) -> Result<()> {
-        let w = self.params.id(&format!("{name}.weight"))?;
-        let b = self.params.id_opt(&format!("{name}.bias"));
-        let out_f = self.params.shapes[w][0];
-        let in_f = self.params.shapes[w][1];
+        let (w, b, in_f, out_f) = self.params.linear_ids(name)?;
         let dev = self.dev.clone();
         let precision = self.precision;
         let (weight, dw, db) = self.params.value_and_grads(w, b);

@@ -74,6 +74,17 @@ impl CudaParams {
         self.index.get(name).copied()
     }
 
+    /// Ids of nn.Linear `name` (weight [out, in], optional bias) and its (in, out) features.
+    pub fn linear_ids(&self, name: &str) -> Result<(usize, Option<usize>, usize, usize)> {
+        let w = self.id(&format!("{name}.weight"))?;
+        let shape = &self.shapes[w];
+        ensure!(
+            shape.len() == 2,
+            "{name}.weight has shape {shape:?}, expected [out, in]"
+        );
+        Ok((w, self.id_opt(&format!("{name}.bias")), shape[1], shape[0]))
+    }
+
     pub fn is_trainable(&self, id: usize) -> bool {
         self.grads[id].is_some()
     }
@@ -125,17 +136,6 @@ impl CudaParams {
             }
         }
         Ok(out)
-    }
-
-    /// Bytes of parameter values plus gradients.
-    pub fn bytes(&self) -> usize {
-        self.values.iter().map(|b| b.bytes()).sum::<usize>()
-            + self
-                .grads
-                .iter()
-                .flatten()
-                .map(|b| b.bytes())
-                .sum::<usize>()
     }
 }
 
