@@ -6,6 +6,7 @@
 use crate::autograd::Tape;
 use crate::model::config::MertConfig;
 use crate::model::mert::{ForwardOptions, Mert};
+use crate::ops::gemm::sgemm;
 use crate::tensor::Tensor;
 use crate::train::objective::{init_heads, mert_loss, HeadsConfig, LossWeights};
 use crate::train::optim::{clip_grad_norm, AdamW, ParamGroup};
@@ -39,6 +40,10 @@ pub struct Args {
     /// Time only full training steps: forward + MERT loss + backward + clipping + AdamW.
     #[arg(long, conflicts_with = "train")]
     pub train_step: bool,
+    /// After the timed runs, run one more with per-op timing and print where the time goes, against
+    /// the GEMM ceiling of this machine (measured here).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Peak resident set size of this process (VmHWM), in MB; None where /proc is unavailable.
@@ -76,26 +81,27 @@ pub fn run(args: Args) -> Result<()> {
             .collect(),
     );
     let audio_seconds = args.seconds * args.batch as f64;
-    let time = |train: bool| -> Result<Vec<f64>> {
-        let mut times = Vec::new();
-        let mut params = model.params.clone();
-        for i in 0..=args.iters {
-            params.zero_grad();
-            let t0 = Instant::now();
-            pool.install(|| -> Result<()> {
-                let mut tape = if train { Tape::new() } else { Tape::no_grad() };
-                let out = model.forward(&mut tape, &audio, None, &ForwardOptions::default())?;
-                if train {
-                    let last = out.hidden_states.last().unwrap();
-                    let seed = vec![1.0; last.value.numel()];
-                    tape.backward(vec![(last, seed)], &mut params)?;
-                }
-                Ok(())
-            })?;
-            if i > 0 {
-                times.push(t0.elapsed().as_secs_f64());
+    let mut params = model.params.clone();
+    let mut run_once = |train: bool| -> Result<f64> {
+        params.zero_grad();
+        let t0 = Instant::now();
+        pool.install(|| -> Result<()> {
+            let mut tape = if train { Tape::new() } else { Tape::no_grad() };
+            let out = model.forward(&mut tape, &audio, None, &ForwardOptions::default())?;
+            if train {
+                let last = out.hidden_states.last().unwrap();
+                let seed = vec![1.0; last.value.numel()];
+                tape.backward(vec![(last, seed)], &mut params)?;
             }
-        }
+            Ok(())
+        })?;
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    let mut time = |train: bool| -> Result<Vec<f64>> {
+        run_once(train)?; // warm-up
+        let mut times = (0..args.iters)
+            .map(|_| run_once(train))
+            .collect::<Result<Vec<f64>>>()?;
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         Ok(times)
     };
@@ -118,6 +124,17 @@ pub fn run(args: Args) -> Result<()> {
     if args.train {
         report("forward+backward", &time(true)?);
     }
+    if args.profile {
+        let what = if args.train {
+            "forward+backward"
+        } else {
+            "forward"
+        };
+        crate::ops::profile::enable(true);
+        let run = run_once(args.train);
+        crate::ops::profile::enable(false);
+        print_profile(what, run?, &pool);
+    }
     Ok(())
 }
 
@@ -136,9 +153,8 @@ fn train_step(
     let b = args.batch;
     let batch = super::device_bench::synthetic_batch(&model.config, &heads, b, samples, 7);
     let mut opt = AdamW::new(vec![ParamGroup::all((0.9, 0.98), 1e-6, 0.01)])?;
-    let mut times = Vec::new();
     let mut loss = 0.0;
-    for i in 0..=args.iters {
+    let mut step = |i: usize| -> Result<f64> {
         model.params.zero_grad();
         let t0 = Instant::now();
         pool.install(|| -> Result<()> {
@@ -163,9 +179,17 @@ fn train_step(
             opt.step(&mut model.params, 1e-4)?;
             Ok(())
         })?;
-        if i > 0 {
-            times.push(t0.elapsed().as_secs_f64());
-        }
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    step(0)?; // warm-up
+    let mut times = (1..=args.iters)
+        .map(&mut step)
+        .collect::<Result<Vec<f64>>>()?;
+    if args.profile {
+        crate::ops::profile::enable(true);
+        let run = step(args.iters + 1);
+        crate::ops::profile::enable(false);
+        print_profile("training step", run?, pool);
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let median = times[times.len() / 2];
@@ -185,4 +209,61 @@ fn train_step(
         audio_seconds / median
     );
     Ok(())
+}
+
+/// GFLOP/s of the f32 GEMM on this machine: the best of a square 1024³ product and the MERT-95M
+/// FFN shape (374 x 3072 x 768), the ceiling the profile compares each op with.
+fn gemm_ceiling(pool: &rayon::ThreadPool) -> f64 {
+    [(1024, 1024, 1024), (374, 3072, 768)]
+        .iter()
+        .map(|&(m, n, k)| {
+            let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
+            let mut c = vec![0.0f32; m * n];
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t0 = Instant::now();
+                pool.install(|| sgemm(m, n, k, &a, false, &b, false, &mut c, false));
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            2.0 * (m * n * k) as f64 / best / 1e9
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The per-op table of one profiled run: op, calls, ms, share of the run, GFLOP/s and the share of
+/// the GEMM ceiling (ops with analytic FLOPs only); the rest of the wall time is the tape itself
+/// (buffer allocation, copies, reshapes, gradient accumulation).
+fn print_profile(what: &str, wall: f64, pool: &rayon::ThreadPool) {
+    let mut stats = crate::ops::profile::take();
+    stats.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let ceiling = gemm_ceiling(pool);
+    println!(
+        "profile of one {what} ({:.0} ms); GEMM ceiling {ceiling:.1} GFLOP/s",
+        wall * 1e3
+    );
+    println!("| op | calls | ms | share | GFLOP/s | of ceiling |");
+    println!("|---|---|---|---|---|---|");
+    let mut counted = 0.0;
+    for s in &stats {
+        counted += s.seconds;
+        let (rate, of) = if s.flops > 0.0 {
+            let g = s.flops / s.seconds / 1e9;
+            (format!("{g:.1}"), format!("{:.0}%", 100.0 * g / ceiling))
+        } else {
+            ("-".into(), "-".into())
+        };
+        println!(
+            "| {} | {} | {:.1} | {:.1}% | {rate} | {of} |",
+            s.name,
+            s.calls,
+            s.seconds * 1e3,
+            100.0 * s.seconds / wall
+        );
+    }
+    let rest = (wall - counted).max(0.0);
+    println!(
+        "| tape (allocation, copies, reshapes, accumulation) | - | {:.1} | {:.1}% | - | - |",
+        rest * 1e3,
+        100.0 * rest / wall
+    );
 }

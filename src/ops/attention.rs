@@ -14,7 +14,7 @@
 //! absorbs the mask, so the usual rowsum(dO ∘ O) stays exact with dropout on.
 
 use super::dropout::dropout_keep;
-use super::fastmath::{exp_f32, with_avx2};
+use super::fastmath::{exp_f32, with_simd};
 use super::gemm::{num_threads, sgemm_strided_raw, MatRef};
 use rayon::prelude::*;
 
@@ -59,6 +59,10 @@ unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl AttentionShape {
+    /// Forward FLOPs: QKᵀ and PV, 2 x 2 B H T² D (backward: 2.5x, with the recomputed scores).
+    pub fn flops(&self) -> f64 {
+        4.0 * (self.batch * self.heads * self.seq * self.seq * self.head_dim) as f64
+    }
     fn width(&self) -> usize {
         self.heads * self.head_dim
     }
@@ -131,6 +135,7 @@ pub fn attention_forward(
     scale: f32,
     dropout: Option<AttentionDropout>,
 ) {
+    let _profile = super::profile::scope("attention fwd", s.flops());
     let (t, hd) = (s.seq, s.head_dim);
     if let Some(d) = &dropout {
         d.check("attention_forward");
@@ -213,7 +218,7 @@ fn softmax_row(row: &mut [f32], valid: Option<&[u8]>) -> f32 {
         row.fill(0.0);
         return f32::NEG_INFINITY;
     }
-    let sum = with_avx2(
+    let sum = with_simd(
         #[inline(always)]
         || {
             match valid {
@@ -251,7 +256,7 @@ fn probabilities_row(row: &mut [f32], lse: f32, valid: Option<&[u8]>) {
         row.fill(0.0);
         return;
     }
-    with_avx2(
+    with_simd(
         #[inline(always)]
         || match valid {
             None => row.iter_mut().for_each(|x| *x = exp_f32(*x - lse)),
@@ -281,6 +286,7 @@ pub fn attention_backward(
     scale: f32,
     dropout: Option<AttentionDropout>,
 ) {
+    let _profile = super::profile::scope("attention bwd", 2.5 * s.flops());
     let (t, hd, w) = (s.seq, s.head_dim, s.width());
     if let Some(d) = &dropout {
         d.check("attention_backward");

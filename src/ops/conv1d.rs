@@ -28,6 +28,12 @@ impl Conv1dShape {
         (self.in_len + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
+    /// Multiply-adds x 2 of the forward (each of dx and dweight costs the same).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.batch * self.out_channels * self.out_len() * self.kernel) as f64
+            * (self.in_channels / self.groups.max(1)) as f64
+    }
+
     fn check(&self) {
         assert!(
             self.groups > 0 && self.stride > 0 && self.kernel > 0,
@@ -110,6 +116,7 @@ pub fn conv1d_forward(
     bias: Option<&[f32]>,
     s: &Conv1dShape,
 ) {
+    let _profile = super::profile::scope("conv1d fwd", s.flops());
     s.check();
     let (g_n, lout) = (s.groups, s.out_len());
     let (cin_g, cout_g) = (s.in_channels / g_n, s.out_channels / g_n);
@@ -203,6 +210,10 @@ pub fn conv1d_backward(
     weight: &[f32],
     s: &Conv1dShape,
 ) {
+    let _profile = super::profile::scope(
+        "conv1d bwd",
+        (dx.is_some() as usize + dweight.is_some() as usize) as f64 * s.flops(),
+    );
     s.check();
     let (g_n, lout) = (s.groups, s.out_len());
     let (cin_g, cout_g) = (s.in_channels / g_n, s.out_channels / g_n);

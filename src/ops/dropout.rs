@@ -59,10 +59,12 @@ fn apply(out: &mut [f32], x: &[f32], p: f32, seed: u64, accumulate: bool) {
 
 /// out = keep ? x * scale : 0
 pub fn dropout_forward(out: &mut [f32], x: &[f32], p: f32, seed: u64) {
+    let _profile = super::profile::scope("dropout fwd", 0.0);
     apply(out, x, p, seed, false);
 }
 
 /// dx += keep ? dout * scale : 0 (same mask as the forward with the same seed)
 pub fn dropout_backward(dx: &mut [f32], dout: &[f32], p: f32, seed: u64) {
+    let _profile = super::profile::scope("dropout bwd", 0.0);
     apply(dx, dout, p, seed, true);
 }

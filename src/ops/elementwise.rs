@@ -11,6 +11,7 @@ fn chunk(len: usize) -> usize {
 
 /// out = a + b
 pub fn add_forward(out: &mut [f32], a: &[f32], b: &[f32]) {
+    let _profile = super::profile::scope("add", 0.0);
     assert!(
         out.len() == a.len() && a.len() == b.len(),
         "add_forward: lengths differ"
@@ -67,6 +68,7 @@ pub fn accumulate_scaled(dst: &mut [f32], src: &[f32], alpha: f32) {
 
 /// out[b, j, i] = x[b, i, j] for x [batch, rows, cols]. Tiled so both sides stay in cache.
 pub fn transpose_last2(out: &mut [f32], x: &[f32], batch: usize, rows: usize, cols: usize) {
+    let _profile = super::profile::scope("transpose", 0.0);
     let plane = rows * cols;
     assert_eq!(x.len(), batch * plane, "transpose_last2: x length");
     assert_eq!(out.len(), batch * plane, "transpose_last2: out length");

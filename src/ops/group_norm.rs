@@ -17,6 +17,7 @@ pub fn group_norm_forward(
     groups: usize,
     eps: f32,
 ) {
+    let _profile = super::profile::scope("group_norm fwd", 0.0);
     assert!(
         groups > 0 && channels.is_multiple_of(groups),
         "group_norm_forward: channels % groups != 0"
@@ -87,6 +88,7 @@ pub fn group_norm_backward(
     len: usize,
     groups: usize,
 ) {
+    let _profile = super::profile::scope("group_norm bwd", 0.0);
     assert!(
         groups > 0 && channels.is_multiple_of(groups),
         "group_norm_backward: channels % groups != 0"

@@ -28,6 +28,7 @@ pub fn layer_norm_forward(
     cols: usize,
     eps: f32,
 ) {
+    let _profile = super::profile::scope("layer_norm fwd", 0.0);
     assert_eq!(x.len(), rows * cols, "layer_norm_forward: x length");
     assert_eq!(out.len(), rows * cols, "layer_norm_forward: out length");
     assert!(
@@ -76,6 +77,7 @@ pub fn layer_norm_backward(
     rows: usize,
     cols: usize,
 ) {
+    let _profile = super::profile::scope("layer_norm bwd", 0.0);
     assert!(
         dout.len() == rows * cols && x.len() == rows * cols,
         "layer_norm_backward: lengths"

@@ -12,6 +12,10 @@ pub fn linear_forward(
     in_features: usize,
     out_features: usize,
 ) {
+    let _profile = super::profile::scope(
+        "linear fwd",
+        2.0 * (rows * in_features * out_features) as f64,
+    );
     assert_eq!(out.len(), rows * out_features, "linear_forward: out length");
     match bias {
         Some(bias) => {
@@ -57,6 +61,12 @@ pub fn linear_backward(
     in_features: usize,
     out_features: usize,
 ) {
+    let _profile = super::profile::scope(
+        "linear bwd",
+        (dx.is_some() as usize + dweight.is_some() as usize) as f64
+            * 2.0
+            * (rows * in_features * out_features) as f64,
+    );
     assert_eq!(
         dout.len(),
         rows * out_features,

@@ -14,4 +14,5 @@ pub mod layer_norm;
 pub mod linear;
 pub mod nce_loss;
 pub mod pooling;
+pub mod profile;
 pub mod weight_norm;

@@ -88,6 +88,10 @@ pub fn nce_loss_forward(
     s: &NceShape,
     temperature: f32,
 ) {
+    let _profile = super::profile::scope(
+        "nce fwd",
+        2.0 * (s.rows * s.codebooks * s.codewords * s.dim) as f64,
+    );
     let (n, k_total, c) = (s.rows, s.codebooks, s.codewords);
     assert_eq!(pred.len(), n * k_total * s.dim);
     assert_eq!(codewords.len(), k_total * c * s.dim);
@@ -118,6 +122,10 @@ pub fn nce_loss_backward(
     s: &NceShape,
     temperature: f32,
 ) {
+    let _profile = super::profile::scope(
+        "nce bwd",
+        4.0 * (s.rows * s.codebooks * s.codewords * s.dim) as f64,
+    );
     let (n, k_total, c, d) = (s.rows, s.codebooks, s.codewords, s.dim);
     for k in 0..k_total {
         let (a_unit, a_norm) = normalise_rows(&codebook_columns(pred, s, k), n, d);

@@ -9,6 +9,7 @@ pub fn mean_pool_time_forward(
     seq: usize,
     channels: usize,
 ) {
+    let _profile = super::profile::scope("mean_pool fwd", 0.0);
     assert_eq!(
         x.len(),
         batch * seq * channels,
@@ -50,6 +51,7 @@ pub fn mean_pool_time_backward(
     seq: usize,
     channels: usize,
 ) {
+    let _profile = super::profile::scope("mean_pool bwd", 0.0);
     assert_eq!(
         dx.len(),
         batch * seq * channels,

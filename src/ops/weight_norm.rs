@@ -43,6 +43,7 @@ pub fn weight_norm_forward(
     dims: [usize; 3],
     dim: usize,
 ) {
+    let _profile = super::profile::scope("weight_norm fwd", 0.0);
     let total: usize = dims.iter().product();
     let stride = slot_stride(dims, dim);
     let n = dims[dim];
@@ -100,6 +101,7 @@ pub fn weight_norm_backward(
     dims: [usize; 3],
     dim: usize,
 ) {
+    let _profile = super::profile::scope("weight_norm bwd", 0.0);
     let total: usize = dims.iter().product();
     let stride = slot_stride(dims, dim);
     let n = dims[dim];
