@@ -1,14 +1,20 @@
-//! nn.Conv1d (zero padding on both sides, stride, groups) as im2col + sgemm per (batch item, group):
-//! col[(c*K + k), t] = x[b, g*Cin_g + c, t*stride + k - padding] (0 outside), then
-//! out[b, g*Cout_g .., :] = W_g [Cout_g, Cin_g*K] · col [Cin_g*K, Lout]. Backward is the transpose:
-//! dW_g += dout_g · colᵀ, dcol = W_gᵀ · dout_g scattered back into dx (col2im).
+//! nn.Conv1d (zero padding on both sides, stride, groups) as im2col + sgemm per (batch item, group,
+//! chunk of output positions): col[(c*K + k), j] = x[b, g*Cin_g + c, (t0 + j)*stride + k - padding]
+//! (0 outside), then out[b, g*Cout_g .., t0..t0+n] = W_g [Cout_g, Cin_g*K] · col [Cin_g*K, n].
+//! Backward is the transpose: dW_g += dout_g · colᵀ, dcol = W_gᵀ · dout_g scattered back into dx
+//! (col2im).
 //!
-//! Short kernels over many channels (the MERT conv stack: k3/k2, 512 channels) skip im2col: each
-//! tap k is one GEMM out[:, t] += W[:, :, k] · x[:, t*stride + k - padding] on strided views (the
-//! gemm crate packs strided operands itself), over the range of t where that tap is in bounds.
+//! The trick: the unfolded matrix is built for a chunk of output positions at a time, sized so the
+//! col buffer stays within a few MB (cache-resident, and no Cin*K x Lout copy of a long clip), while
+//! each chunk is still one deep GEMM (reduction over all of Cin_g*K at once: C is written once, not
+//! once per tap, and every operand the gemm crate packs is contiguous).
 
-use super::gemm::{rows_per_task, sgemm, sgemm_strided, MatRef};
+use super::gemm::{rows_per_task, sgemm_strided, MatRef};
 use rayon::prelude::*;
+
+/// Floats of one im2col chunk (16 MB): chunks of at least `MIN_CHUNK` positions otherwise.
+const COL_BUDGET: usize = 1 << 22;
+const MIN_CHUNK: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv1dShape {
@@ -50,62 +56,83 @@ impl Conv1dShape {
     }
 }
 
-/// Tap-wise GEMMs pay off when each has a deep reduction (many input channels) and few taps.
-fn use_taps(s: &Conv1dShape) -> bool {
-    s.kernel <= 8 && s.in_channels / s.groups >= 32
+/// Output positions per im2col chunk for a reduction depth of `ck`.
+fn chunk_len(ck: usize, lout: usize) -> usize {
+    (COL_BUDGET / ck.max(1)).max(MIN_CHUNK).min(lout).max(1)
 }
 
-/// Output positions [t0, t1) where tap `kk` reads inside the input, and the first input index.
-fn tap_range(s: &Conv1dShape, kk: usize, lout: usize) -> (usize, usize, usize) {
-    let t0 = s.padding.saturating_sub(kk).div_ceil(s.stride);
+/// Output positions j in [0, n) of the chunk at t0 whose tap `kk` reads inside the input:
+/// (t0 + j)*stride + kk - padding in [0, in_len).
+fn valid_range(s: &Conv1dShape, kk: usize, t0: usize, n: usize) -> (usize, usize) {
+    let first = s.padding.saturating_sub(kk).div_ceil(s.stride); // first t with p >= padding
     let end = s.in_len + s.padding; // need t*stride + kk < in_len + padding
-    let t1 = if end > kk {
-        ((end - kk - 1) / s.stride + 1).min(lout)
+    let last = if end > kk {
+        (end - kk - 1) / s.stride + 1
     } else {
         0
     };
-    let t1 = t1.max(t0);
-    (t0, t1, (t0 * s.stride + kk).saturating_sub(s.padding))
+    let j0 = first.saturating_sub(t0).min(n);
+    let j1 = last.saturating_sub(t0).min(n).max(j0);
+    (j0, j1)
 }
 
-/// Fills col [cin_g*K, lout] from the group's input channels xg [cin_g, lin].
-fn im2col(col: &mut [f32], xg: &[f32], s: &Conv1dShape, lout: usize) {
+/// Fills col [cin_g*K, n] for output positions t0..t0+n from the group's channels xg [cin_g, lin].
+fn im2col(col: &mut [f32], xg: &[f32], s: &Conv1dShape, t0: usize, n: usize) {
     let (k, lin) = (s.kernel, s.in_len);
-    let per = rows_per_task(col.len() / lout, 8);
-    col.par_chunks_mut(per * lout)
+    let per = rows_per_task(col.len() / n, 8);
+    col.par_chunks_mut(per * n)
         .enumerate()
         .for_each(|(task, rows)| {
-            for (i, row) in rows.chunks_exact_mut(lout).enumerate() {
+            for (i, row) in rows.chunks_exact_mut(n).enumerate() {
                 let r = task * per + i;
                 let (c, kk) = (r / k, r % k);
-                let xc = &xg[c * lin..(c + 1) * lin];
-                for (t, v) in row.iter_mut().enumerate() {
-                    // input position t*stride + kk - padding, computed without underflow
-                    let p = t * s.stride + kk;
-                    *v = if p >= s.padding && p - s.padding < lin {
-                        xc[p - s.padding]
-                    } else {
-                        0.0
-                    };
+                let (j0, j1) = valid_range(s, kk, t0, n);
+                row[..j0].fill(0.0);
+                row[j1..].fill(0.0);
+                if j1 > j0 {
+                    let p0 = (t0 + j0) * s.stride + kk - s.padding;
+                    let xc = &xg[c * lin + p0..];
+                    for (j, v) in row[j0..j1].iter_mut().enumerate() {
+                        *v = xc[j * s.stride];
+                    }
                 }
             }
         });
 }
 
-/// dxg [cin_g, lin] += scatter of dcol [cin_g*K, lout]; parallel over channels (disjoint in dx).
-fn col2im_add(dxg: &mut [f32], dcol: &[f32], s: &Conv1dShape, lout: usize) {
+/// dxg [cin_g, lin] += scatter of dcol [cin_g*K, n] (chunk at t0); parallel over channels (disjoint).
+fn col2im_add(dxg: &mut [f32], dcol: &[f32], s: &Conv1dShape, t0: usize, n: usize) {
     let (k, lin) = (s.kernel, s.in_len);
     dxg.par_chunks_mut(lin).enumerate().for_each(|(c, dxc)| {
         for kk in 0..k {
-            let row = &dcol[(c * k + kk) * lout..(c * k + kk + 1) * lout];
-            for (t, &v) in row.iter().enumerate() {
-                let p = t * s.stride + kk;
-                if p >= s.padding && p - s.padding < lin {
-                    dxc[p - s.padding] += v;
-                }
+            let (j0, j1) = valid_range(s, kk, t0, n);
+            if j1 == j0 {
+                continue;
+            }
+            let row = &dcol[(c * k + kk) * n + j0..(c * k + kk) * n + j1];
+            let p0 = (t0 + j0) * s.stride + kk - s.padding;
+            for (j, &v) in row.iter().enumerate() {
+                dxc[p0 + j * s.stride] += v;
             }
         }
     });
+}
+
+/// A row-major [rows, cols] view with row stride `rs` (or its transpose when `trans`).
+fn view(data: &[f32], rs: usize, trans: bool) -> MatRef<'_> {
+    if trans {
+        MatRef {
+            data,
+            row_stride: 1,
+            col_stride: rs,
+        }
+    } else {
+        MatRef {
+            data,
+            row_stride: rs,
+            col_stride: 1,
+        }
+    }
 }
 
 /// x [B, Cin, Lin], weight [Cout, Cin/groups, K], bias [Cout], out [B, Cout, Lout]
@@ -138,65 +165,48 @@ pub fn conv1d_forward(
     );
     // A 1x1 stride-1 unpadded conv needs no unfolding: the input channels are the col matrix.
     let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
-    let taps = !direct && use_taps(s);
-    let mut col = if direct || taps {
+    let chunk = if direct { lout } else { chunk_len(ck, lout) };
+    let mut col = if direct {
         Vec::new()
     } else {
-        vec![0.0f32; ck * lout]
+        vec![0.0f32; ck * chunk]
     };
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), s.out_channels, "conv1d_forward: bias length");
+    }
     for b in 0..s.batch {
         for g in 0..g_n {
             let xg = &x[(b * s.in_channels + g * cin_g) * s.in_len..][..cin_g * s.in_len];
             let og = &mut out[(b * s.out_channels + g * cout_g) * lout..][..cout_g * lout];
             let wg = &weight[g * cout_g * ck..(g + 1) * cout_g * ck];
             if let Some(bias) = bias {
-                assert_eq!(bias.len(), s.out_channels, "conv1d_forward: bias length");
                 for (row, &bv) in og.chunks_exact_mut(lout).zip(&bias[g * cout_g..]) {
                     row.fill(bv);
                 }
             }
-            if taps {
-                if bias.is_none() {
-                    og.fill(0.0);
-                }
-                for kk in 0..s.kernel {
-                    let (t0, t1, x0) = tap_range(s, kk, lout);
-                    if t1 == t0 {
-                        continue;
-                    }
-                    let w_tap = MatRef {
-                        data: &wg[kk..],
-                        row_stride: ck,
-                        col_stride: s.kernel,
-                    };
-                    let x_tap = MatRef {
-                        data: &xg[x0..],
-                        row_stride: s.in_len,
-                        col_stride: s.stride,
-                    };
-                    sgemm_strided(
-                        cout_g,
-                        t1 - t0,
-                        cin_g,
-                        1.0,
-                        w_tap,
-                        x_tap,
-                        &mut og[t0..],
-                        lout,
-                        1,
-                        true,
-                        true,
-                    );
-                }
-                continue;
+            for t0 in (0..lout).step_by(chunk) {
+                let n = chunk.min(lout - t0);
+                let colm: &[f32] = if direct {
+                    &xg[t0..]
+                } else {
+                    im2col(&mut col[..ck * n], xg, s, t0, n);
+                    &col[..ck * n]
+                };
+                let col_rs = if direct { s.in_len } else { n };
+                sgemm_strided(
+                    cout_g,
+                    n,
+                    ck,
+                    1.0,
+                    view(wg, ck, false),
+                    view(colm, col_rs, false),
+                    &mut og[t0..],
+                    lout,
+                    1,
+                    bias.is_some(),
+                    true,
+                );
             }
-            let colm: &[f32] = if direct {
-                xg
-            } else {
-                im2col(&mut col, xg, s, lout);
-                &col
-            };
-            sgemm(cout_g, lout, ck, wg, false, colm, false, og, bias.is_some());
         }
     }
 }
@@ -253,92 +263,47 @@ pub fn conv1d_backward(
         return;
     }
     let direct = s.kernel == 1 && s.stride == 1 && s.padding == 0;
-    if !direct && use_taps(s) {
-        conv1d_backward_taps(dx, dweight, dout, x, weight, s);
-        return;
-    }
-    let mut col = vec![0.0f32; ck * lout];
+    let chunk = if direct { lout } else { chunk_len(ck, lout) };
+    let (mut col, mut dcol) = if direct {
+        (Vec::new(), Vec::new())
+    } else {
+        (vec![0.0f32; ck * chunk], vec![0.0f32; ck * chunk])
+    };
     for b in 0..s.batch {
         for g in 0..g_n {
             let xoff = (b * s.in_channels + g * cin_g) * s.in_len;
             let dg = &dout[(b * s.out_channels + g * cout_g) * lout..][..cout_g * lout];
             let wg = &weight[g * cout_g * ck..(g + 1) * cout_g * ck];
-            if let Some(dw) = dweight.as_deref_mut() {
-                let xg = &x[xoff..xoff + cin_g * s.in_len];
-                let colm: &[f32] = if direct {
-                    xg
-                } else {
-                    im2col(&mut col, xg, s, lout);
-                    &col
-                };
-                let dwg = &mut dw[g * cout_g * ck..(g + 1) * cout_g * ck];
-                sgemm(cout_g, ck, lout, dg, false, colm, true, dwg, true);
-            }
-            if let Some(dx) = dx.as_deref_mut() {
-                let dxg = &mut dx[xoff..xoff + cin_g * s.in_len];
-                if direct {
-                    sgemm(ck, lout, cout_g, wg, true, dg, false, dxg, true);
-                } else {
-                    sgemm(ck, lout, cout_g, wg, true, dg, false, &mut col, false);
-                    col2im_add(dxg, &col, s, lout);
-                }
-            }
-        }
-    }
-}
-
-/// Backward of the tap-wise path: per tap, dW[:, :, k] += dout[:, t0..t1] · x_tapᵀ and
-/// dx[:, t*stride + k - padding] += W[:, :, k]ᵀ · dout[:, t0..t1].
-fn conv1d_backward_taps(
-    mut dx: Option<&mut [f32]>,
-    mut dweight: Option<&mut [f32]>,
-    dout: &[f32],
-    x: &[f32],
-    weight: &[f32],
-    s: &Conv1dShape,
-) {
-    let (g_n, lout, k) = (s.groups, s.out_len(), s.kernel);
-    let (cin_g, cout_g) = (s.in_channels / g_n, s.out_channels / g_n);
-    let ck = cin_g * k;
-    for b in 0..s.batch {
-        for g in 0..g_n {
-            let xoff = (b * s.in_channels + g * cin_g) * s.in_len;
-            let dg = &dout[(b * s.out_channels + g * cout_g) * lout..][..cout_g * lout];
-            let wg = &weight[g * cout_g * ck..(g + 1) * cout_g * ck];
-            for kk in 0..k {
-                let (t0, t1, x0) = tap_range(s, kk, lout);
-                if t1 == t0 {
-                    continue;
-                }
-                let n_t = t1 - t0;
-                let dout_tap = MatRef {
-                    data: &dg[t0..],
-                    row_stride: lout,
-                    col_stride: 1,
-                };
+            for t0 in (0..lout).step_by(chunk) {
+                let n = chunk.min(lout - t0);
+                let dout_chunk = view(&dg[t0..], lout, false);
                 if let Some(dw) = dweight.as_deref_mut() {
                     let xg = &x[xoff..xoff + cin_g * s.in_len];
-                    let x_tap_t = MatRef {
-                        data: &xg[x0..],
-                        row_stride: s.stride,
-                        col_stride: s.in_len,
+                    let (colm, col_rs): (&[f32], usize) = if direct {
+                        (&xg[t0..], s.in_len)
+                    } else {
+                        im2col(&mut col[..ck * n], xg, s, t0, n);
+                        (&col[..ck * n], n)
                     };
-                    let dwg = &mut dw[g * cout_g * ck + kk..(g + 1) * cout_g * ck];
+                    let dwg = &mut dw[g * cout_g * ck..(g + 1) * cout_g * ck];
+                    let col_t = view(colm, col_rs, true);
                     sgemm_strided(
-                        cout_g, cin_g, n_t, 1.0, dout_tap, x_tap_t, dwg, ck, k, true, true,
+                        cout_g, ck, n, 1.0, dout_chunk, col_t, dwg, ck, 1, true, true,
                     );
                 }
                 if let Some(dx) = dx.as_deref_mut() {
-                    let w_tap_t = MatRef {
-                        data: &wg[kk..],
-                        row_stride: k,
-                        col_stride: ck,
-                    };
-                    let dxg = &mut dx[xoff + x0..xoff + cin_g * s.in_len];
-                    sgemm_strided(
-                        cin_g, n_t, cout_g, 1.0, w_tap_t, dout_tap, dxg, s.in_len, s.stride, true,
-                        true,
-                    );
+                    let dxg = &mut dx[xoff..xoff + cin_g * s.in_len];
+                    let w_t = view(wg, ck, true);
+                    if direct {
+                        let dxc = &mut dxg[t0..];
+                        sgemm_strided(
+                            ck, n, cout_g, 1.0, w_t, dout_chunk, dxc, s.in_len, 1, true, true,
+                        );
+                    } else {
+                        let dc = &mut dcol[..ck * n];
+                        sgemm_strided(ck, n, cout_g, 1.0, w_t, dout_chunk, dc, n, 1, false, true);
+                        col2im_add(dxg, dc, s, t0, n);
+                    }
                 }
             }
         }
