@@ -666,6 +666,16 @@ fn attention_matches_naive() {
             },
             true,
         ),
+        // Longer than one block of query rows of the forward (2^18 scores): 700 = 374 + 326 rows.
+        (
+            AttentionShape {
+                batch: 2,
+                seq: 700,
+                heads: 1,
+                head_dim: 3,
+            },
+            true,
+        ),
     ] {
         let n = s.batch * s.seq * s.heads * s.head_dim;
         let (q, k, v) = (rng.vec(n, 2.0), rng.vec(n, 2.0), rng.vec(n, 1.0));

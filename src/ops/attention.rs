@@ -92,7 +92,7 @@ impl AttentionShape {
     }
 }
 
-/// S = scale · Q_h K_hᵀ into `s` [T, T].
+/// S = scale · Q_h K_hᵀ for the query rows `rows` into `s` [rows.len(), T].
 #[allow(clippy::too_many_arguments)]
 fn scores(
     s: &mut [f32],
@@ -103,16 +103,23 @@ fn scores(
     sh: &AttentionShape,
     scale: f32,
     par: bool,
+    rows: std::ops::Range<usize>,
 ) {
     let t = sh.seq;
-    // SAFETY: `s` holds exactly T*T values, written row-major.
+    let qh = sh.head(q, b, h);
+    let q_rows = MatRef {
+        data: &qh.data[rows.start * qh.row_stride..],
+        ..qh
+    };
+    assert_eq!(s.len(), rows.len() * t, "attention scores: buffer length");
+    // SAFETY: `s` holds exactly rows.len()*T values, written row-major.
     unsafe {
         sgemm_strided_raw(
-            t,
+            rows.len(),
             t,
             sh.head_dim,
             scale,
-            sh.head(q, b, h),
+            q_rows,
             sh.head_t(k, b, h),
             s.as_mut_ptr(),
             t,
@@ -122,6 +129,13 @@ fn scores(
         );
     }
 }
+
+/// Query rows per block of the forward: the block's scores (rows x T) stay within ~1 MB (L2), so
+/// softmax and the P·V product read them from cache even for long clips (T = 2249 at 30 s).
+fn row_block(t: usize) -> usize {
+    (SCORE_BLOCK_FLOATS / t.max(1)).max(16).min(t).max(1)
+}
+const SCORE_BLOCK_FLOATS: usize = 1 << 18;
 
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
@@ -162,44 +176,49 @@ pub fn attention_forward(
     lse.par_chunks_mut(t).enumerate().for_each(|(bh, lse_h)| {
         let (b, h) = (bh / s.heads, bh % s.heads);
         let valid = key_valid.map(|kv| &kv[b * t..(b + 1) * t]);
-        let mut p = vec![0.0f32; t * t];
-        scores(&mut p, q, k, b, h, s, scale, par);
-        for (i, (row, lse_i)) in p.chunks_exact_mut(t).zip(lse_h.iter_mut()).enumerate() {
-            *lse_i = softmax_row(row, valid);
-            if let Some(d) = &dropout {
-                // P̃ = P ∘ M c; lse keeps the undropped normaliser.
-                let (base, c) = (AttentionDropout::row_counter(s, bh, i), d.scale());
-                for (j, x) in row.iter_mut().enumerate() {
-                    *x = if dropout_keep(d.seed, base + j as u64, d.p) {
-                        *x * c
-                    } else {
-                        0.0
-                    };
+        let block = row_block(t);
+        let mut p = vec![0.0f32; block * t];
+        for i0 in (0..t).step_by(block) {
+            let n = block.min(t - i0);
+            let pb = &mut p[..n * t];
+            scores(pb, q, k, b, h, s, scale, par, i0..i0 + n);
+            for (i, (row, lse_i)) in pb.chunks_exact_mut(t).zip(&mut lse_h[i0..]).enumerate() {
+                *lse_i = softmax_row(row, valid);
+                if let Some(d) = &dropout {
+                    // P̃ = P ∘ M c; lse keeps the undropped normaliser.
+                    let (base, c) = (AttentionDropout::row_counter(s, bh, i0 + i), d.scale());
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x = if dropout_keep(d.seed, base + j as u64, d.p) {
+                            *x * c
+                        } else {
+                            0.0
+                        };
+                    }
                 }
             }
-        }
-        let o = out_ptr;
-        // SAFETY: head (b, h) of `out` is the strided block rows b*T.., columns h*D..(h+1)*D,
-        // disjoint from every other task's block and within `out` (length checked above).
-        unsafe {
-            let dst = o.0.add(s.head_offset(b, h));
-            sgemm_strided_raw(
-                t,
-                hd,
-                t,
-                1.0,
-                MatRef {
-                    data: &p,
-                    row_stride: t,
-                    col_stride: 1,
-                },
-                s.head(v, b, h),
-                dst,
-                s.width(),
-                1,
-                false,
-                par,
-            );
+            let o = out_ptr;
+            // SAFETY: head (b, h) of `out` is the strided block rows b*T.., columns h*D..(h+1)*D,
+            // disjoint from every other task's block and within `out` (length checked above).
+            unsafe {
+                let dst = o.0.add(s.head_offset(b, h) + i0 * s.width());
+                sgemm_strided_raw(
+                    n,
+                    hd,
+                    t,
+                    1.0,
+                    MatRef {
+                        data: pb,
+                        row_stride: t,
+                        col_stride: 1,
+                    },
+                    s.head(v, b, h),
+                    dst,
+                    s.width(),
+                    1,
+                    false,
+                    par,
+                );
+            }
         }
     });
 }
@@ -207,13 +226,10 @@ pub fn attention_forward(
 /// In-place masked softmax of one score row; returns log Σ exp over valid keys (-inf if none).
 /// Branch-free inner loops (masked keys are multiplied by 0) so the exp vectorizes.
 fn softmax_row(row: &mut [f32], valid: Option<&[u8]>) -> f32 {
-    let is_valid = |j: usize| valid.is_none_or(|v| v[j] != 0);
-    let mut max = f32::NEG_INFINITY;
-    for (j, &x) in row.iter().enumerate() {
-        if is_valid(j) && x > max {
-            max = x;
-        }
-    }
+    let max = with_simd(
+        #[inline(always)]
+        || max_valid(row, valid),
+    );
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
         return f32::NEG_INFINITY;
@@ -234,6 +250,38 @@ fn softmax_row(row: &mut [f32], valid: Option<&[u8]>) -> f32 {
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|x| *x *= inv);
     max + sum.ln()
+}
+
+/// The maximum over valid keys (-inf if none), in 16 interleaved lanes so it vectorizes.
+#[inline(always)]
+fn max_valid(row: &[f32], valid: Option<&[u8]>) -> f32 {
+    let keep = |x: f32, m: u8| if m != 0 { x } else { f32::NEG_INFINITY };
+    let larger = |a: f32, x: f32| if x > a { x } else { a };
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let mut tail = f32::NEG_INFINITY;
+    match valid {
+        None => {
+            let mut chunks = row.chunks_exact(16);
+            for c in &mut chunks {
+                for (a, &x) in acc.iter_mut().zip(c) {
+                    *a = larger(*a, x);
+                }
+            }
+            tail = chunks.remainder().iter().fold(tail, |m, &x| larger(m, x));
+        }
+        Some(v) => {
+            let mut chunks = row.chunks_exact(16);
+            let mut masks = v.chunks_exact(16);
+            for (c, mc) in (&mut chunks).zip(&mut masks) {
+                for ((a, &x), &m) in acc.iter_mut().zip(c).zip(mc) {
+                    *a = larger(*a, keep(x, m));
+                }
+            }
+            let rest = chunks.remainder().iter().zip(masks.remainder());
+            tail = rest.fold(tail, |m, (&x, &k)| larger(m, keep(x, k)));
+        }
+    }
+    acc.iter().fold(tail, |m, &x| larger(m, x))
 }
 
 /// Σ row with 8 interleaved partial sums (a fixed order the compiler can vectorize).
@@ -330,7 +378,7 @@ pub fn attention_backward(
         let lse_h = &lse[bh * t..(bh + 1) * t];
         // P = exp(S - lse), recomputed.
         let mut p = vec![0.0f32; t * t];
-        scores(&mut p, q, k, b, h, s, scale, par);
+        scores(&mut p, q, k, b, h, s, scale, par, 0..t);
         for (row, &l) in p.chunks_exact_mut(t).zip(lse_h) {
             probabilities_row(row, l, valid);
         }
