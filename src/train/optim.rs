@@ -124,6 +124,7 @@ impl AdamW {
     /// Frozen parameters and parameters without a gradient are skipped entirely (no decay, no state change),
     /// as torch skips parameters whose `.grad` is None. Gradients are read, not cleared.
     pub fn step(&mut self, store: &mut ParamStore, lr: f64) -> Result<StepOutcome> {
+        let _profile = crate::ops::profile::scope("adamw", 0.0);
         if let Some(name) = first_non_finite_grad(store) {
             return Ok(StepOutcome::SkippedNonFinite {
                 param: name.to_string(),
@@ -330,6 +331,7 @@ impl GradNorm {
 /// `max_norm / (norm + 1e-6)` (computed in f32 as torch does). Non-finite norms leave gradients as they are;
 /// check `GradNorm::is_finite` (or `AdamW::step` refuses the update).
 pub fn clip_grad_norm(store: &mut ParamStore, max_norm: f64) -> GradNorm {
+    let _profile = crate::ops::profile::scope("clip_grad_norm", 0.0);
     let norm = grad_norm(store);
     if !norm.is_finite() {
         return GradNorm { norm, scale: 1.0 };
