@@ -206,6 +206,14 @@ impl DriverRuntime {
         .map_err(|e| anyhow!("launching {}: {e:?}", kernel.name))
     }
 
+    /// Records `event` on this runtime's stream (launch profiling).
+    pub(crate) fn record_event(&self, event: sys::CUevent) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(|e| anyhow!("{e:?}"))?;
+        // SAFETY: a live event created in this context, recorded on this context's stream.
+        unsafe { cudarc::driver::result::event::record(event, self.stream.cu_stream()) }
+            .map_err(|e| anyhow!("cuEventRecord: {e:?}"))
+    }
+
     pub fn synchronize(&self) -> Result<()> {
         self.stream
             .synchronize()
