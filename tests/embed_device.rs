@@ -5,10 +5,9 @@
 mod common;
 
 use culturemert_raw::cli::embed::{embed_samples, embed_samples_on, Backend, Pool};
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::model::cuda_mert::CudaMert;
 use culturemert_raw::model::mert::Mert;
-use std::path::PathBuf;
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());

@@ -7,7 +7,7 @@
 //! add_f32, scale_f32, global_norm_partials_f32, global_norm_finish_f32, column_sum_f32.
 
 use culturemert_raw::cuda::{elementwise, gelu, gemm, layer_norm, reduce};
-use culturemert_raw::device::{CudaDevice, LaunchConfig, Schedule};
+use culturemert_raw::device::{LaunchConfig, Schedule};
 use culturemert_raw::ops;
 
 const ORDERS: [Schedule; 3] = [Schedule::Forward, Schedule::Reverse, Schedule::Random(7)];

@@ -23,7 +23,7 @@
 
 use culturemert_raw::cuda::attention_tc::{attention_tc_backward, attention_tc_forward};
 use culturemert_raw::cuda::tensor_core::HalfKind;
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::ops::attention::{
     attention_backward, attention_forward, AttentionDropout, AttentionShape,
 };

@@ -13,7 +13,7 @@
 
 use culturemert_raw::autograd::{loss, nn, ParamStore, Tape};
 use culturemert_raw::cuda::{layout, weight_norm};
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::ops;
 use culturemert_raw::tensor::Tensor;
 

@@ -11,7 +11,7 @@
 use culturemert_raw::autograd::ParamStore;
 use culturemert_raw::cuda::adamw::{AdamwScalars, AdamwTensor};
 use culturemert_raw::cuda::{adamw, attention, conv1d, dropout, group_norm};
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::ops;
 use culturemert_raw::ops::attention::AttentionDropout;
 use culturemert_raw::tensor::Tensor;

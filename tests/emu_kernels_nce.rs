@@ -8,7 +8,7 @@
 //! nce_loss_backward_rows_f32, nce_loss_backward_codewords_f32.
 
 use culturemert_raw::cuda::nce_loss;
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::ops::nce_loss::{self as cpu, NceShape};
 
 const ORDERS: [Schedule; 2] = [Schedule::Forward, Schedule::Reverse];

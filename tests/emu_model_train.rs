@@ -7,7 +7,7 @@
 mod common;
 
 use culturemert_raw::autograd::Tape;
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::model::config::MertConfig;
 use culturemert_raw::model::cuda_mert::{CudaMert, Precision};
 use culturemert_raw::model::mert::{ForwardOptions, Mert};

@@ -8,7 +8,7 @@
 mod common;
 
 use culturemert_raw::autograd::{ParamStore, Tape};
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::model::cuda_mert::CudaMert;
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
 use culturemert_raw::model::weights::read_safetensors;

@@ -15,7 +15,7 @@
 mod common;
 
 use culturemert_raw::autograd::Tape;
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::model::cuda_mert::Precision;
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
 use culturemert_raw::model::weights::{read_safetensors, RawTensors};
@@ -177,9 +177,9 @@ fn ten_updates(backend: Backend) {
     let (mut worst_loss, mut worst_norm) = (0.0f64, 0.0f64);
     let mut device = match backend {
         Backend::Cpu => None,
-        Backend::Emu(schedule) => Some(
-            CudaTrainer::new(&common::device(schedule), &model, Precision::F32).unwrap(),
-        ),
+        Backend::Emu(schedule) => {
+            Some(CudaTrainer::new(&common::device(schedule), &model, Precision::F32).unwrap())
+        }
     };
 
     for update in 0..UPDATES {

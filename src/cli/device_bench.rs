@@ -75,12 +75,14 @@ impl Args {
                 .map(overrides)
                 .collect();
         }
-        let base = Peaks::lookup(&dev.name()).or_else(|e| match (self.peak_bf16, self.peak_f32, self.bandwidth) {
-            (Some(_), Some(_), Some(_)) => Ok(Peaks {
-                name: "custom".into(),
-                ..roofline::builtin().remove(0)
-            }),
-            _ => Err(e),
+        let base = Peaks::lookup(&dev.name()).or_else(|e| {
+            match (self.peak_bf16, self.peak_f32, self.bandwidth) {
+                (Some(_), Some(_), Some(_)) => Ok(Peaks {
+                    name: "custom".into(),
+                    ..roofline::builtin().remove(0)
+                }),
+                _ => Err(e),
+            }
         })?;
         Ok(vec![overrides(base)?])
     }

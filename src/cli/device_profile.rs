@@ -54,7 +54,9 @@ pub fn aggregate(records: &[LaunchRecord], peaks: &[Peaks]) -> Vec<KernelRow> {
             *b = b.zip(cost).map(|(a, c)| a + p.bound_s(&c));
         }
     }
-    let key = |r: &KernelRow| r.gpu_ms.unwrap_or(0.0) * 1e-3 + r.bound_s.first().copied().flatten().unwrap_or(0.0);
+    let key = |r: &KernelRow| {
+        r.gpu_ms.unwrap_or(0.0) * 1e-3 + r.bound_s.first().copied().flatten().unwrap_or(0.0)
+    };
     rows.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.kernel.cmp(b.kernel)));
     rows
 }
@@ -173,7 +175,10 @@ pub fn print_timed(records: &[LaunchRecord], peaks: &Peaks) {
             100.0 * ms / total_ms.max(f64::MIN_POSITIVE),
             achieved,
             opt(r.bound_s[0], |v| format!("{:.3}", v * 1e3)),
-            opt(r.bound_s[0], |v| format!("{:.1}%", 100.0 * v * 1e3 / ms.max(1e-12))),
+            opt(r.bound_s[0], |v| format!(
+                "{:.1}%",
+                100.0 * v * 1e3 / ms.max(1e-12)
+            )),
             r.max_blocks as f64 / peaks.sms as f64
         );
     }

@@ -138,7 +138,9 @@ pub fn launch_cost(rec: &LaunchRecord) -> Option<Cost> {
         });
     }
     if let Some(dir) = name.strip_prefix("conv1d_") {
-        if dir.starts_with("forward") || dir.starts_with("backward_dx") || dir == "backward_dweight_f32"
+        if dir.starts_with("forward")
+            || dir.starts_with("backward_dx")
+            || dir == "backward_dweight_f32"
         {
             // (B, Cin, Cout, Lin, Lout, K, stride, pad, G)
             if i.len() < 9 {

@@ -144,7 +144,10 @@ pub struct KernelArgs<'a> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ArgDesc {
     /// A buffer: its length in elements and the element size in bytes (0 elements for a null pointer).
-    Buf { len: usize, elem: usize },
+    Buf {
+        len: usize,
+        elem: usize,
+    },
     /// An integer scalar (i32, u32, i64 or u64 as i64).
     Int(i64),
     F32(f32),
