@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a machine with a GPU (issue 11): the tests on the device, the training step against the
-# PyTorch peer, the per-kernel profile with its roofline, the kernel benches and compute-sanitizer, all
-# written into one report.
+# PyTorch peer, the per-kernel profile with its roofline, the kernel benches with the vendor's kernels
+# (reference/bench_vendor.py) beside them, and compute-sanitizer, all written into one report.
 #
 #   scripts/gpu-check.sh bundle [ARCHIVE]   build (release) and pack the stripped binary, the device test
 #                                           binaries, the kernel benches, goldens, configs and peer scripts
@@ -208,7 +208,14 @@ run_all() {
     else
       step "criterion $b" "benches/$b" --bench --warm-up-time 0.1 --measurement-time 0.5
     fi
+    cp "$LOG" "$out/criterion-$b.txt"
   done
+  if [ $have_torch = 1 ] && [ "$dev" = cuda ]; then
+    step "vendor yardsticks (cuBLAS, cuDNN, sdpa through PyTorch) vs our kernels" "$PYTHON" \
+      reference/bench_vendor.py --ours "$out/criterion-kernels.txt"
+  else
+    echo -e "\nvendor yardsticks: need a GPU and PyTorch, skipped" >>"$REPORT"
+  fi
 
   if command -v compute-sanitizer >/dev/null && [ "$dev" = cuda ]; then
     step "compute-sanitizer memcheck, 2 demo training steps" compute-sanitizer --tool memcheck \
