@@ -9,7 +9,7 @@ use super::buffer::{Allocation, DeviceBuffer, MemStats, MemTicket, EMU_ALIGN};
 use super::driver::DriverRuntime;
 use super::emulated::{EmuRuntime, Schedule};
 use super::kernel::{Kernel, KernelArgs, LaunchConfig};
-use super::profile::{EventPair, LaunchRecord, Profiler};
+use super::profile::{LaunchRecord, Profiler};
 
 enum Runtime {
     Driver(DriverRuntime),
@@ -226,7 +226,7 @@ impl CudaDevice {
         };
         let events = match &*self.rt {
             Runtime::Driver(d) => {
-                let ev = EventPair::new()?;
+                let ev = d.event_pair()?;
                 d.record_event(ev.start)?;
                 d.launch(kernel, &cfg, &args)?;
                 d.record_event(ev.end)?;
