@@ -1,12 +1,12 @@
 """Compare `culturemert-raw embed` output with transformers on a full-size random MERT-v1-95M.
 
 Step 1 (Python): write a random-weight model directory and a test WAV (outside the repo):
-    /work/ref-venv/bin/python reference/compare_embed.py prepare --model-dir /tmp/mert95m-random
+    python reference/compare_embed.py prepare --model-dir /tmp/mert95m-random
 Step 2 (Rust):
     culturemert-raw embed --model /tmp/mert95m-random --layers all --out /tmp/emb.safetensors \
         /tmp/mert95m-random/chord_7p3s.wav
 Step 3 (Python): compare with transformers' 13 hidden states [13, T, 768]:
-    /work/ref-venv/bin/python reference/compare_embed.py check --model-dir /tmp/mert95m-random \
+    python reference/compare_embed.py check --model-dir /tmp/mert95m-random \
         --embed-out /tmp/emb.safetensors [--normalize] [--tol 1e-4]
 
 The model directory holds the MERT hub config.json (model_type "mert_model", as users have it),

@@ -4,7 +4,7 @@ Writes reference/golden/cqt.safetensors with, for each case NAME in {sine440, ch
   NAME.audio  f32 [N]           the input waveform at 24 kHz
   NAME.cqt    f32 [frames, 336] nnAudio's magnitude CQT (transposed to frames-major)
   lengths     f32 [336]  nnAudio's kernel lengths l_k;  freqs f64 [336]  its centre frequencies
-Run: /work/ref-venv/bin/python reference/make_golden_cqt.py
+Run: python reference/make_golden_cqt.py
 """
 import os
 

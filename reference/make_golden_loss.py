@@ -19,7 +19,7 @@ row of code c is c + 4), D=4, 7 CQT bins.
 Writes reference/golden/loss/heads.safetensors and reference/golden/loss/golden.safetensors.
 The module also exports `load_tiny`, `Heads`, `mert_objective` for make_golden_train.py.
 
-Run (CPU, seconds):  /work/ref-venv/bin/python reference/make_golden_loss.py
+Run (CPU, seconds):  python reference/make_golden_loss.py
 """
 
 import argparse

@@ -6,7 +6,7 @@ Writes reference/golden/masking.safetensors; for each config NAME:
   NAME.valid      i64 [B]     valid (non-padded) frames per row; the row length T is NAME.marginal.shape[-1]
   NAME.count      f64 [3]     mean, std of the per-row masked count m (equal in all rows), number of trials
   NAME.marginal   f64 [R, T]  P(frame t of row r is masked); for equal-length rows R=1 (averaged over rows)
-Run: /work/ref-venv/bin/python reference/make_golden_masking.py
+Run: python reference/make_golden_masking.py
 """
 import os
 

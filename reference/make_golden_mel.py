@@ -12,7 +12,7 @@ Output: reference/golden/mel.safetensors with
   audio   f32 [N]        a ragged test clip (N = 12345: tones, a chirp, an impulse, noise)
   logmel  f32 [T, 128]   ln(mel power + 1e-6), T = ceil(N / 320) = 39
   corners f64 [130]      filter corner frequencies in Hz
-Run: /work/ref-venv/bin/python reference/make_golden_mel.py
+Run: python reference/make_golden_mel.py
 """
 import math
 import os

@@ -1,6 +1,6 @@
 """Golden values for src/eval/metrics.rs and src/eval/similarity.rs, from scikit-learn and scipy.
 
-Run with the reference venv:  /work/ref-venv/bin/python reference/make_golden_metrics.py
+Run with the reference venv:  python reference/make_golden_metrics.py
 Writes reference/golden/metrics.safetensors and reference/golden/similarity.safetensors.
 
 metrics.safetensors, per case k (all float64):

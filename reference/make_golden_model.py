@@ -12,7 +12,7 @@ loss = sum_i <hidden_states_i, probe_i> (all frames, padded ones included), and
 grad.<name> for every parameter in model.safetensors (same names).
 
 Run (CPU, a few seconds):
-    /work/ref-venv/bin/python reference/make_golden_model.py
+    python reference/make_golden_model.py
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Golden files for the pytorch_model.bin reader (src/model/torch_bin.rs, tests/torch_bin.rs).
 
-Run: /work/ref-venv/bin/python reference/make_golden_torch_bin.py
+Run: python reference/make_golden_torch_bin.py
 Writes reference/golden/torch_bin/:
   pytorch_model.bin   torch.save of a module state_dict (OrderedDict with `_metadata`, as
                       transformers' save_pretrained writes) plus extra entries covering every

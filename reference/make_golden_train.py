@@ -22,7 +22,7 @@ everything in float64 and prints the float32 noise floor.
 golden/train/adamw.safetensors: the optimiser alone (`adamw_only`): AdamW + clip_grad_norm_ on recorded
 random gradients, final parameters and moments.
 
-Run (CPU, seconds):  /work/ref-venv/bin/python reference/make_golden_train.py
+Run (CPU, seconds):  python reference/make_golden_train.py
 """
 
 import argparse

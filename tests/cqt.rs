@@ -2,16 +2,17 @@
 //! (2) a direct f64 time-domain evaluation of nnAudio's strided correlation built from explicitly
 //! constructed kernels, and (3) an FFT of the explicit kernels for the closed-form kernel spectra.
 
+mod common;
+
 use culturemert_raw::audio::cqt::{kernel_spectrum_at, kernel_start, CqtPlan};
 use culturemert_raw::audio::fft::{Complex, FftPlan};
 use safetensors::SafeTensors;
 use std::f64::consts::PI;
 use std::time::Instant;
 
-const GOLDEN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/reference/golden/cqt.safetensors"
-);
+fn golden_file() -> std::path::PathBuf {
+    common::golden("cqt.safetensors")
+}
 
 fn plan() -> &'static CqtPlan {
     CqtPlan::mert_shared()
@@ -114,7 +115,7 @@ fn plan_build_and_five_second_timing() {
 
 #[test]
 fn kernel_lengths_and_freqs_match_nnaudio() {
-    let bytes = std::fs::read(GOLDEN).expect("golden file");
+    let bytes = std::fs::read(golden_file()).expect("golden file");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (_, lengths) = read_f32(&st, "lengths");
     let freqs = read_f64(&st, "freqs");
@@ -157,7 +158,7 @@ fn closed_form_kernel_spectrum_matches_fft_of_explicit_kernel() {
 
 #[test]
 fn fft_cqt_matches_direct_time_domain_evaluation() {
-    let bytes = std::fs::read(GOLDEN).expect("golden file");
+    let bytes = std::fs::read(golden_file()).expect("golden file");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let p = plan();
     // 3 s of tones + noise: 226 frames, so the second overlap-save block (frames 205..) is covered
@@ -196,7 +197,7 @@ fn fft_cqt_matches_direct_time_domain_evaluation() {
 
 #[test]
 fn fft_cqt_matches_nnaudio_golden() {
-    let bytes = std::fs::read(GOLDEN).expect("golden file");
+    let bytes = std::fs::read(golden_file()).expect("golden file");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let p = plan();
     for name in ["sine440", "chords", "short"] {
@@ -255,7 +256,7 @@ fn empty_and_tiny_inputs() {
 #[test]
 #[ignore]
 fn threshold_sweep() {
-    let bytes = std::fs::read(GOLDEN).expect("golden file");
+    let bytes = std::fs::read(golden_file()).expect("golden file");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (_, audio) = read_f32(&st, "chords.audio");
     let (_, want) = read_f32(&st, "chords.cqt");

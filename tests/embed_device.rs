@@ -2,11 +2,12 @@
 //! transformers in model_golden.rs): chunked and pooled outputs of a real-shaped clip on the tiny model.
 //! Tolerance: max |emu - cpu| <= 1e-5 * max |cpu| (f32 on both sides, summation order only).
 
+mod common;
+
 use culturemert_raw::cli::embed::{embed_samples, embed_samples_on, Backend, Pool};
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::model::cuda_mert::CudaMert;
 use culturemert_raw::model::mert::Mert;
-use std::path::PathBuf;
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -20,7 +21,7 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn embed_on_emu_matches_cpu_chunked_and_pooled() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/golden/tiny_postln");
+    let dir = common::golden("tiny_postln");
     let model = Mert::load(&dir).unwrap();
     // 0.3 s of a two-tone signal at 24 kHz, cut into 0.12 s chunks (the last one shorter).
     let samples: Vec<f32> = (0..7200)
@@ -30,7 +31,7 @@ fn embed_on_emu_matches_cpu_chunked_and_pooled() {
                 + 0.2 * (2.0 * std::f32::consts::PI * 331.0 * t).sin()
         })
         .collect();
-    let dev = CudaDevice::emulated_with(Schedule::Reverse);
+    let dev = common::device(Schedule::Reverse);
     let emu = Backend::Cuda(Box::new(CudaMert::new(&dev, &model).unwrap()));
     let layers = [0, 2];
     for (pool, chunk) in [(Pool::None, Some(2880)), (Pool::Mean, None)] {

@@ -7,6 +7,8 @@
 
 use std::time::Instant;
 
+mod common;
+
 use culturemert_raw::cuda::registry as k;
 use culturemert_raw::device::{CudaDevice, KernelArgs, LaunchConfig, Schedule};
 
@@ -38,6 +40,9 @@ fn launch_err(
 
 #[test]
 fn missing_syncthreads_is_caught_under_both_orders() {
+    if common::skip_unless_emulator("tests the emulator's own checks") {
+        return;
+    }
     // Each thread reads its right neighbour's shared slot without a barrier: whichever order the
     // fibers run in, some thread reads a slot that is still poisoned (0xFF bytes = NaN).
     let n = 100;
@@ -97,6 +102,9 @@ fn out_of_bounds_dynamic_shared_read_is_poisoned() {
 
 #[test]
 fn divergent_barrier_is_an_error() {
+    if common::skip_unless_emulator("tests the emulator's own checks") {
+        return;
+    }
     for order in [Schedule::Forward, Schedule::Reverse] {
         let msg = launch_err(order, &k::BROKEN_DIVERGENT_BARRIER, 1, 64);
         assert!(
@@ -108,6 +116,9 @@ fn divergent_barrier_is_an_error() {
 
 #[test]
 fn deadlock_is_an_error_not_a_hang() {
+    if common::skip_unless_emulator("tests the emulator's own checks") {
+        return;
+    }
     for order in [Schedule::Forward, Schedule::Reverse] {
         let msg = launch_err(order, &k::BROKEN_DEADLOCK, 1, 64);
         assert!(
@@ -119,6 +130,9 @@ fn deadlock_is_an_error_not_a_hang() {
 
 #[test]
 fn barrier_after_early_exit_is_an_error() {
+    if common::skip_unless_emulator("tests the emulator's own checks") {
+        return;
+    }
     let d = dev(Schedule::Forward);
     let mut out = d.alloc_zeros::<f32>(64).unwrap();
     let cfg = LaunchConfig::new((1, 1, 1), (64, 1, 1));
@@ -154,6 +168,9 @@ fn barrier_after_early_exit_is_an_error() {
 
 #[test]
 fn shuffle_from_non_participating_lane_is_an_error() {
+    if common::skip_unless_emulator("tests the emulator's own checks") {
+        return;
+    }
     let msg = launch_err(Schedule::Forward, &k::BROKEN_SHFL_NONPARTICIPATING, 1, 32);
     assert!(
         msg.contains("reads lane 16 which is not in the mask 0x0000ffff"),
@@ -163,6 +180,9 @@ fn shuffle_from_non_participating_lane_is_an_error() {
 
 #[test]
 fn trap_names_block_and_thread() {
+    if common::skip_unless_emulator("tests the emulator's own checks") {
+        return;
+    }
     let msg = launch_err(Schedule::Forward, &k::BROKEN_TRAP, 3, 32);
     assert!(
         msg.contains("__trap()") && msg.contains("thread (5,0,0) of block (1,0,0)"),
@@ -172,6 +192,9 @@ fn trap_names_block_and_thread() {
 
 #[test]
 fn warp_shuffles_and_votes_follow_ptx_rules() {
+    if common::skip_unless_emulator("tests the emulator's own checks") {
+        return;
+    }
     // Expected values from the CUDA programming guide's definitions (width-8 segments for idx/up/down).
     let mut want = vec![0i32; 32 * 8];
     for lane in 0..32i32 {
@@ -209,6 +232,9 @@ fn warp_shuffles_and_votes_follow_ptx_rules() {
 
 #[test]
 fn fiber_switch_cost() {
+    if common::skip_unless_emulator("tests the emulator's own checks") {
+        return;
+    }
     // 4 blocks x 256 threads x 2000 barriers: one resume + yield per thread per barrier.
     let (blocks, threads, iters) = (4u32, 256u32, 2000i32);
     let d = dev(Schedule::Forward);
@@ -237,6 +263,9 @@ fn fiber_switch_cost() {
 #[cfg(culturemert_emu_asan)]
 #[test]
 fn out_of_bounds_shared_reads_are_reported_by_asan() {
+    if common::skip_unless_emulator("tests the emulator's own checks") {
+        return;
+    }
     if let Ok(name) = std::env::var("CULTUREMERT_ASAN_CHILD") {
         let kernel = culturemert_raw::cuda::registry::find(&name).unwrap();
         let d = dev(Schedule::Forward);
@@ -276,6 +305,9 @@ fn out_of_bounds_shared_reads_are_reported_by_asan() {
 
 #[test]
 fn half_and_bfloat16_conversions_round_to_nearest_even() {
+    if common::skip_unless_emulator("tests the emulator's own checks") {
+        return;
+    }
     // Independent truth: the `half` crate (IEEE round-to-nearest-even). Edge values: ties, the
     // largest finite f16, overflow to inf, f16 subnormals and underflow, NaN, signed zero.
     let mut x: Vec<f32> = vec![

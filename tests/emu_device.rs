@@ -59,3 +59,17 @@ fn buffers_of_one_runtime_are_rejected_by_another() {
         "length mismatch is an error"
     );
 }
+
+#[test]
+fn driver_and_emulator_buffers_do_not_mix_when_a_gpu_is_present() {
+    let Ok(gpu) = CudaDevice::driver(0) else {
+        println!("no GPU: nothing to mix");
+        return;
+    };
+    let emu = CudaDevice::emulated_with(Schedule::Forward);
+    let on_gpu = gpu.htod(&[1.0f32, 2.0]).unwrap();
+    let on_emu = emu.htod(&[1.0f32, 2.0]).unwrap();
+    assert!(emu.dtoh(&on_gpu).is_err());
+    assert!(gpu.dtoh(&on_emu).is_err());
+    assert_eq!(gpu.dtoh(&on_gpu).unwrap(), [1.0, 2.0]);
+}

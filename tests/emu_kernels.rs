@@ -7,7 +7,7 @@
 //! add_f32, scale_f32, global_norm_partials_f32, global_norm_finish_f32, column_sum_f32.
 
 use culturemert_raw::cuda::{elementwise, gelu, gemm, layer_norm, reduce};
-use culturemert_raw::device::{CudaDevice, LaunchConfig, Schedule};
+use culturemert_raw::device::{LaunchConfig, Schedule};
 use culturemert_raw::ops;
 
 const ORDERS: [Schedule; 3] = [Schedule::Forward, Schedule::Reverse, Schedule::Random(7)];
@@ -40,8 +40,8 @@ fn gemm_tol(k: usize) -> f32 {
 #[test]
 fn gemm_all_variants_with_bias_and_accumulate() {
     let (m, n, k) = (33, 37, 45);
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         for (a_trans, b_trans) in [(false, false), (false, true), (true, false), (true, true)] {
             let a = random(m * k, 1, -1.0, 1.0);
             let b = random(k * n, 2, -1.0, 1.0);
@@ -78,7 +78,7 @@ fn gemm_all_variants_with_bias_and_accumulate() {
 #[test]
 fn gemm_larger_than_one_tile_in_every_dim() {
     let (m, n, k) = (130, 67, 70);
-    let dev = CudaDevice::emulated_with(Schedule::Reverse);
+    let dev = common::device(Schedule::Reverse);
     let a = random(m * k, 5, -1.0, 1.0);
     let b = random(n * k, 6, -1.0, 1.0);
     let mut want = vec![0.0; m * n];
@@ -121,8 +121,8 @@ fn linear_forward_and_backward() {
         inf,
         outf,
     );
-    for order in [Schedule::Forward, Schedule::Reverse] {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&[Schedule::Forward, Schedule::Reverse]) {
+        let dev = common::device(order);
         let (gx, gw, gb, gdout) = (
             dev.htod(&x).unwrap(),
             dev.htod(&w).unwrap(),
@@ -205,8 +205,8 @@ fn layer_norm_forward_and_backward() {
         rows,
         cols,
     );
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let (gx, gw, gb, gdout) = (
             dev.htod(&x).unwrap(),
             dev.htod(&w).unwrap(),
@@ -313,8 +313,8 @@ fn gelu_forward_and_backward() {
     ops::gelu::gelu_forward(&mut out, &x);
     let mut dx = dx0.clone();
     ops::gelu::gelu_backward(&mut dx, &dout, &x);
-    for order in [Schedule::Forward, Schedule::Reverse] {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&[Schedule::Forward, Schedule::Reverse]) {
+        let dev = common::device(order);
         let (gx, gdout) = (dev.htod(&x).unwrap(), dev.htod(&dout).unwrap());
         let mut gout = dev.alloc::<f32>(n).unwrap();
         gelu::gelu_forward(&dev, &mut gout, &gx).unwrap();
@@ -343,8 +343,8 @@ fn add_and_scale_are_exact() {
     let (mut sum, mut scaled) = (vec![0.0; n], vec![0.0; n]);
     ops::elementwise::add_forward(&mut sum, &a, &b);
     ops::elementwise::scale_forward(&mut scaled, &a, -0.37);
-    for order in [Schedule::Forward, Schedule::Reverse] {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&[Schedule::Forward, Schedule::Reverse]) {
+        let dev = common::device(order);
         let (ga, gb) = (dev.htod(&a).unwrap(), dev.htod(&b).unwrap());
         let mut out = dev.alloc::<f32>(n).unwrap();
         elementwise::add(&dev, &mut out, &ga, &gb).unwrap();
@@ -369,8 +369,8 @@ fn global_norm_is_exact_enough_and_deterministic() {
         .sum::<f64>()
         .sqrt();
     let mut results = Vec::new();
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let bufs: Vec<_> = tensors.iter().map(|t| dev.htod(t).unwrap()).collect();
         let refs: Vec<_> = bufs.iter().collect();
         let got = reduce::global_norm(&dev, &refs).unwrap();
@@ -401,7 +401,7 @@ fn column_sum_matches_rows_in_order() {
             want[c] += x[r * cols + c];
         }
     }
-    let dev = CudaDevice::emulated_with(Schedule::Reverse);
+    let dev = common::device(Schedule::Reverse);
     let gx = dev.htod(&x).unwrap();
     let mut out = dev.htod(&out0).unwrap();
     reduce::column_sum(&dev, &mut out, &gx, rows, cols, true).unwrap();
@@ -415,7 +415,7 @@ fn column_sum_matches_rows_in_order() {
 
 #[test]
 fn launches_are_validated_like_the_driver() {
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let mut out = dev.alloc::<f32>(8).unwrap();
     let x = dev.htod(&[1.0f32; 8]).unwrap();
     let k = &culturemert_raw::cuda::registry::SCALE_F32;
@@ -442,7 +442,7 @@ fn launches_are_validated_like_the_driver() {
 
 #[test]
 fn emulated_buffers_are_256_byte_aligned() {
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     for len in [1usize, 3, 1000] {
         let b = dev.alloc::<f32>(len).unwrap();
         assert_eq!(b.device_ptr() % 256, 0, "{b:?}");

@@ -23,7 +23,7 @@
 
 use culturemert_raw::cuda::attention_tc::{attention_tc_backward, attention_tc_forward};
 use culturemert_raw::cuda::tensor_core::HalfKind;
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::ops::attention::{
     attention_backward, attention_forward, AttentionDropout, AttentionShape,
 };
@@ -159,8 +159,8 @@ fn forward_case(kind: HalfKind, c: &Case) -> f64 {
     let subnormal_abs = c.seq as f64 * 2f64.powi(-25) * max_v;
 
     let mut worst = 0.0f64;
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let [gq, gk, gv] = inp.bits.each_ref().map(|x| dev.htod(x).unwrap());
         let gvalid = inp.valid.as_ref().map(|m| dev.htod(m).unwrap());
         let mut gout = dev.htod(&vec![f32::NAN; n]).unwrap();
@@ -308,8 +308,8 @@ fn backward_case(kind: HalfKind, c: &Case) -> f64 {
     let want = [dq, dk, dv];
 
     let mut worst = 0.0f64;
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let [gq, gk, gv] = inp.bits.each_ref().map(|x| dev.htod(x).unwrap());
         let gvalid = inp.valid.as_ref().map(|m| dev.htod(m).unwrap());
         let (gdout, gout, glse) = (
@@ -441,7 +441,7 @@ fn attention_tc_forward_f16_matches_cpu_on_rounded_inputs() {
 
 #[test]
 fn attention_tc_rejects_other_head_dims() {
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let s = AttentionShape {
         batch: 1,
         seq: 5,

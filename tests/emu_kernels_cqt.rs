@@ -16,10 +16,9 @@ mod common;
 use common::random;
 
 const ORDERS: [Schedule; 2] = [Schedule::Forward, Schedule::Reverse];
-const GOLDEN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/reference/golden/cqt.safetensors"
-);
+fn golden_file() -> std::path::PathBuf {
+    common::golden("cqt.safetensors")
+}
 const SR: f64 = 24000.0;
 
 /// A linear chirp 40 Hz -> 9 kHz over `secs` plus uniform noise (seeded), `n` samples.
@@ -90,8 +89,8 @@ fn cqt_matches_cpu_plan_on_ragged_chirps() {
     let short = chirp_noise(8880, 1);
     let long = chirp_noise(69600, 2);
     let want: Vec<Vec<f32>> = [&short, &long].iter().map(|c| cpu.forward(c).1).collect();
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let plan = CqtDevicePlan::new(&dev, cpu).unwrap();
         let t0 = Instant::now();
         let got = device_cqt(&dev, &plan, &[&short, &long]);
@@ -124,8 +123,8 @@ fn cqt_matches_cpu_on_small_non_square_plans() {
         assert_eq!(cpu.block_len(), 4096);
         let clips = [chirp_noise(5003, 3), chirp_noise(1234, 4)];
         let want: Vec<Vec<f32>> = clips.iter().map(|c| cpu.forward(c).1).collect();
-        for order in ORDERS {
-            let dev = CudaDevice::emulated_with(order);
+        for order in common::orders(&ORDERS) {
+            let dev = common::device(order);
             let plan = CqtDevicePlan::new(&dev, &cpu).unwrap();
             let got = device_cqt(&dev, &plan, &[&clips[0], &clips[1]]);
             for i in 0..2 {
@@ -139,7 +138,7 @@ fn cqt_matches_cpu_on_small_non_square_plans() {
 
 #[test]
 fn cqt_matches_nnaudio_golden() {
-    let bytes = std::fs::read(GOLDEN).expect("golden file");
+    let bytes = std::fs::read(golden_file()).expect("golden file");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let read = |name: &str| -> Vec<f32> {
         let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -151,7 +150,7 @@ fn cqt_matches_nnaudio_golden() {
     let names = ["short", "chords"];
     let audio: Vec<Vec<f32>> = names.iter().map(|n| read(&format!("{n}.audio"))).collect();
     let want: Vec<Vec<f32>> = names.iter().map(|n| read(&format!("{n}.cqt"))).collect();
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let plan = CqtDevicePlan::new(&dev, CqtPlan::mert_shared()).unwrap();
     let got = device_cqt(&dev, &plan, &[&audio[0], &audio[1]]);
     for i in 0..2 {
@@ -167,7 +166,7 @@ fn cqt_matches_nnaudio_golden() {
 
 #[test]
 fn cqt_rejects_empty_and_short_audio() {
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let plan = CqtDevicePlan::new(&dev, CqtPlan::mert_shared()).unwrap();
     let audio = dev.htod(&[0.5f32; 100]).unwrap();
     let empty = plan.forward(&dev, &audio, 0, 100).unwrap_err().to_string();

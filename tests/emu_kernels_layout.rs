@@ -13,7 +13,7 @@
 
 use culturemert_raw::autograd::{loss, nn, ParamStore, Tape};
 use culturemert_raw::cuda::{layout, weight_norm};
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::ops;
 use culturemert_raw::tensor::Tensor;
 
@@ -98,8 +98,8 @@ fn transpose_last2_matches_cpu() {
         let mut want = vec![0.0; n];
         ops::elementwise::transpose_last2(&mut want, &x, b, r, c);
         let want_acc = add(&init, &want);
-        for order in ORDERS {
-            let dev = CudaDevice::emulated_with(order);
+        for order in common::orders(&ORDERS) {
+            let dev = common::device(order);
             let gx = dev.htod(&x).unwrap();
             let mut out = dev.alloc::<f32>(n).unwrap();
             layout::transpose_last2(&dev, &mut out, &gx, b, r, c, false).unwrap();
@@ -121,8 +121,8 @@ fn narrow_last_matches_cpu() {
     });
     let init = random(x.len(), 5, -1.0, 1.0);
     let want_dx = add(&init, &dx);
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let gx = dev.htod(&x).unwrap();
         let mut out = dev.alloc::<f32>(want.len()).unwrap();
         layout::narrow_last(&dev, &mut out, &gx, b * ch, l, keep).unwrap();
@@ -146,8 +146,8 @@ fn mask_rows_matches_zero_invalid_frames() {
     });
     let init = random(rows * h, 8, -1.0, 1.0);
     let want_dx = add(&init, &dx);
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let (gx, gdout, gkeep) = (
             dev.htod(&x).unwrap(),
             dev.htod(&dout).unwrap(),
@@ -178,8 +178,8 @@ fn replace_masked_rows_matches_cpu() {
     let emb_init = random(h, 13, -1.0, 1.0);
     let want_demb_acc = add(&emb_init, &demb);
     let masked_rows = masked.iter().filter(|&&m| m != 0).count();
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let (gx, gemb, gdout, gmask) = (
             dev.htod(&x).unwrap(),
             dev.htod(&emb).unwrap(),
@@ -233,8 +233,8 @@ fn mean_pool_time_matches_cpu() {
     let mut want_dx = init.clone();
     ops::pooling::mean_pool_time_backward(&mut want_dx, &dout, &lengths, b, t, h);
     let lens: Vec<i32> = lengths.iter().map(|&l| l as i32).collect();
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let (gx, gdout, glen) = (
             dev.htod(&x).unwrap(),
             dev.htod(&dout).unwrap(),
@@ -266,7 +266,7 @@ fn mean_pool_time_clamps_device_lengths() {
     let x = random(b * t * h, 17, -1.0, 1.0);
     let mut want = vec![0.0; b * h];
     ops::pooling::mean_pool_time_forward(&mut want, &x, &[0, t], b, t, h);
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let (gx, glen) = (dev.htod(&x).unwrap(), dev.htod(&[-3i32, 99]).unwrap());
     let mut out = dev.alloc::<f32>(b * h).unwrap();
     layout::mean_pool_time_forward(&dev, &mut out, &gx, &glen, b, t, h).unwrap();
@@ -291,8 +291,8 @@ fn fill_copy_add_scaled() {
     let alpha = -0.37f32;
     let mut want = a.clone();
     ops::elementwise::accumulate_scaled(&mut want, &b, alpha);
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let mut buf = dev.alloc::<f32>(n).unwrap();
         layout::fill(&dev, &mut buf, 2.5).unwrap();
         assert_exact("fill", &dev.dtoh(&buf).unwrap(), &vec![2.5; n]);
@@ -325,8 +325,8 @@ fn gather_rows_matches_cpu() {
         };
         let want_dx = add(&init, &dx);
         let index: Vec<i32> = idx.iter().map(|&i| i as i32).collect();
-        for order in ORDERS {
-            let dev = CudaDevice::emulated_with(order);
+        for order in common::orders(&ORDERS) {
+            let dev = common::device(order);
             let (gx, gdout, gidx) = (
                 dev.htod(&x).unwrap(),
                 dev.htod(&dout).unwrap(),
@@ -346,7 +346,7 @@ fn gather_rows_matches_cpu() {
 #[test]
 fn gather_rows_skips_out_of_range_indices() {
     let (rows, h) = (4, 3);
-    let dev = CudaDevice::emulated_with(Schedule::Reverse);
+    let dev = common::device(Schedule::Reverse);
     let x = random(rows * h, 23, 1.0, 2.0);
     let gx = dev.htod(&x).unwrap();
     let gidx = dev.htod(&[-1i32, 2, 4]).unwrap();
@@ -382,8 +382,8 @@ fn squared_error_matches_mse_and_mean_square() {
         let blocks = n.div_ceil(256).clamp(1, 256);
         let tol = sum_tol(n.div_ceil(blocks * 256) + 8 + blocks);
         let scale = 2.0 / n as f32;
-        for order in ORDERS {
-            let dev = CudaDevice::emulated_with(order);
+        for order in common::orders(&ORDERS) {
+            let dev = common::device(order);
             let (ga, gb) = (dev.htod(&a).unwrap(), dev.htod(&b).unwrap());
             let got = layout::squared_error_sum(&dev, &ga, Some(&gb)).unwrap() / n as f64;
             let err = (got - mse[0] as f64).abs() / mse[0] as f64;
@@ -441,8 +441,8 @@ fn weight_norm_matches_cpu() {
             dim,
         );
         let tol = sum_tol(per_slot + 2);
-        for order in ORDERS {
-            let dev = CudaDevice::emulated_with(order);
+        for order in common::orders(&ORDERS) {
+            let dev = common::device(order);
             let (gv, gg, gdw) = (
                 dev.htod(&v).unwrap(),
                 dev.htod(&g).unwrap(),
@@ -518,7 +518,7 @@ fn weight_norm_matches_cpu() {
 
 #[test]
 fn bad_sizes_are_errors() {
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let f = |n: usize| dev.alloc_zeros::<f32>(n).unwrap();
     let (mut a10, b10, a9, a12) = (f(10), f(10), f(9), f(12));
     let mask4 = dev.alloc_zeros::<u8>(4).unwrap();

@@ -11,7 +11,7 @@
 use culturemert_raw::autograd::ParamStore;
 use culturemert_raw::cuda::adamw::{AdamwScalars, AdamwTensor};
 use culturemert_raw::cuda::{adamw, attention, conv1d, dropout, group_norm};
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::ops;
 use culturemert_raw::ops::attention::AttentionDropout;
 use culturemert_raw::tensor::Tensor;
@@ -113,8 +113,8 @@ fn attention_case(
     );
     // out and lse reduce over T keys (and D for the scores); the gradients chain two such sums.
     let (fwd_tol, bwd_tol) = (sum_tol(seq + head_dim), sum_tol(2 * (seq + head_dim)));
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let (gq, gk, gv, gdo, gvalid) = (
             dev.htod(&q).unwrap(),
             dev.htod(&k).unwrap(),
@@ -206,7 +206,7 @@ fn attention_probability_dropout_matches_cpu() {
 
 #[test]
 fn attention_rejects_head_dim_above_64() {
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let s = ops::attention::AttentionShape {
         batch: 1,
         seq: 3,
@@ -252,8 +252,8 @@ fn conv1d_case(s: ops::conv1d::Conv1dShape) {
         &s,
     );
     let cout_g = s.out_channels / s.groups;
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let (gx, gw, gb, gdo) = (
             dev.htod(&x).unwrap(),
             dev.htod(&w).unwrap(),
@@ -368,7 +368,7 @@ fn conv1d_gemm_tiles_ragged_in_every_dimension() {
 
 #[test]
 fn conv1d_rejects_bad_groups() {
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let s = conv_shape(1, 6, 4, 10, 3, 1, 0, 4);
     let buf = dev.alloc_zeros::<f32>(64).unwrap();
     let mut out = dev.alloc_zeros::<f32>(64).unwrap();
@@ -408,8 +408,8 @@ fn group_norm_case(batch: usize, channels: usize, len: usize, groups: usize) {
         groups,
     );
     let group_size = channels / groups * len;
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let (gx, gw, gb, gdo) = (
             dev.htod(&x).unwrap(),
             dev.htod(&w).unwrap(),
@@ -478,7 +478,7 @@ fn group_norm_grouped_and_per_channel() {
 
 #[test]
 fn group_norm_rejects_bad_groups() {
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let x = dev.alloc_zeros::<f32>(60).unwrap();
     let (mut o, mut m, mut r) = (
         dev.alloc_zeros::<f32>(60).unwrap(),
@@ -515,8 +515,8 @@ fn adamw_multi_tensor_matches_optim_bit_for_bit() {
     }
     let mut opt = AdamW::new(groups.clone()).unwrap();
     let lrs = [1e-2, 3e-2, 5e-3];
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         let mut cpu = store.clone();
         opt.reset_state();
         let mut params: Vec<_> = names
@@ -604,8 +604,8 @@ fn dropout_matches_the_cpu_mask_bit_for_bit() {
         ops::dropout::dropout_forward(&mut out, &x, p, seed);
         let mut dx = dx0.clone();
         ops::dropout::dropout_backward(&mut dx, &dout, p, seed);
-        for order in ORDERS {
-            let dev = CudaDevice::emulated_with(order);
+        for order in common::orders(&ORDERS) {
+            let dev = common::device(order);
             let (gx, gdo) = (dev.htod(&x).unwrap(), dev.htod(&dout).unwrap());
             let mut gout = dev.alloc::<f32>(n).unwrap();
             dropout::dropout_forward(&dev, &mut gout, &gx, n, p, seed).unwrap();
@@ -624,7 +624,7 @@ fn dropout_matches_the_cpu_mask_bit_for_bit() {
             println!("dropout p={p} seed={seed} {order:?}: {kept}/{n} kept, bit-identical");
         }
     }
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let buf = dev.alloc_zeros::<f32>(4).unwrap();
     let mut out = dev.alloc_zeros::<f32>(4).unwrap();
     assert!(dropout::dropout_forward(&dev, &mut out, &buf, 4, 1.5, 0).is_err());

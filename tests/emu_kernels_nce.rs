@@ -8,7 +8,7 @@
 //! nce_loss_backward_rows_f32, nce_loss_backward_codewords_f32.
 
 use culturemert_raw::cuda::nce_loss;
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::ops::nce_loss::{self as cpu, NceShape};
 
 const ORDERS: [Schedule; 2] = [Schedule::Forward, Schedule::Reverse];
@@ -104,7 +104,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], base: Option<&[f32]>) {
 type Outputs = (Vec<f32>, Vec<i32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
 fn run_emulated(c: &Case, order: Schedule) -> Outputs {
-    let dev = CudaDevice::emulated_with(order);
+    let dev = common::device(order);
     let s = &c.s;
     let pairs = s.rows * s.codebooks;
     let pred = dev.htod(&c.pred).unwrap();
@@ -193,7 +193,7 @@ fn check_case(c: &Case) {
     );
 
     let mut first: Option<Outputs> = None;
-    for order in ORDERS {
+    for order in common::orders(&ORDERS) {
         println!("{s:?} {order:?}");
         let out = run_emulated(c, order);
         let (loss, correct, dp, dc, dp_only, dc_only) = &out;
@@ -244,7 +244,7 @@ fn nce_kernels_match_cpu_small() {
 fn nce_rejects_bad_labels_and_sizes() {
     let c = make_case(9, 2, 13, 7, 41);
     let s = &c.s;
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let pairs = s.rows * s.codebooks;
     let pred = dev.htod(&c.pred).unwrap();
     let cw = dev.htod(&c.codewords).unwrap();

@@ -124,8 +124,8 @@ fn gemm_case_error(dev: &CudaDevice, kind: HalfKind, c: &Case, seed: u64) -> f64
 fn gemm_all_layouts(kind: HalfKind) {
     let shapes = [(37, 45, 70), (70, 19, 33), (40, 24, 48)];
     let mut worst = 0.0f64;
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         for (s, &(m, n, k)) in shapes.iter().enumerate() {
             for (a_trans, b_trans) in [(false, false), (false, true), (true, false), (true, true)] {
                 for (with_bias, accumulate) in [(false, false), (true, true)] {
@@ -164,7 +164,7 @@ fn gemm_tc_f16_all_layouts_match_f64_product_of_rounded_inputs() {
 
 #[test]
 fn gemm_tc_linear_layers_and_degenerate_sizes() {
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     // nn.Linear shapes: forward x[rows,in]·W[out,in]^T, dX = dY·W, dW += dY^T·X (k = rows = 65).
     let (rows, inf, outf) = (65, 24, 40);
     for kind in KINDS {
@@ -223,8 +223,11 @@ fn gemm_tc_linear_layers_and_degenerate_sizes() {
 
 #[test]
 fn mma_fragment_layout_follows_the_ptx_isa() {
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    if common::skip_unless_emulator("probes the emulated mma.sync fragment layout; kernels/tests/*.cu are not compiled for the GPU") {
+        return;
+    }
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         for kind in KINDS {
             let a_bits: Vec<u16> = random(16 * 16, 31, -1.0, 1.0)
                 .iter()
@@ -320,7 +323,7 @@ fn same_bits_or_both_nan(
 
 #[test]
 fn casts_round_to_nearest_even_bit_exactly() {
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     let x = cast_inputs();
     let dx = dev.htod(&x).unwrap();
     for kind in KINDS {

@@ -7,7 +7,7 @@
 mod common;
 
 use culturemert_raw::autograd::Tape;
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::model::config::MertConfig;
 use culturemert_raw::model::cuda_mert::{CudaMert, Precision};
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
@@ -96,7 +96,7 @@ fn case(stable_layer_norm: bool, freeze_convs: bool, seed: u64, schedule: Schedu
         .collect();
 
     // Emulated device.
-    let dev = CudaDevice::emulated_with(schedule);
+    let dev = common::device(schedule);
     let mut m = CudaMert::new(&dev, &model).unwrap();
     let fwd = m
         .forward(&audio, batch, samples, Some(&sample_mask), &opts, true)
@@ -202,7 +202,7 @@ fn half_precision_model_with_tensor_core_attention() {
     let mut store = model.params.clone();
     tape.backward(seeds, &mut store).unwrap();
 
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     for (precision, u) in [
         (Precision::Bf16, 2f64.powi(-9)),
         (Precision::F16, 2f64.powi(-12)),

@@ -4,6 +4,8 @@
 //! The full-size (EncodecConfig() defaults) check is `#[ignore]`d: it needs a model written to /tmp
 //! by `make_golden_encodec.py --full DIR`; run it with ENCODEC_FULL_DIR=DIR ... -- --ignored.
 
+mod common;
+
 use culturemert_raw::model::encodec::seanet::causal_reflect_pad;
 use culturemert_raw::model::encodec::{EncodecConfig, EncodecTeacher};
 use culturemert_raw::model::teacher::Teacher;
@@ -12,7 +14,9 @@ use safetensors::SafeTensors;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/golden/encodec_tiny");
+fn tiny() -> std::path::PathBuf {
+    common::golden("encodec_tiny")
+}
 
 /// Embedding tolerance: max |rust - torch| / max |torch| over the whole [D, T] tensor. The float32
 /// torch model itself differs from its float64 copy by <= 1e-6 on these inputs (script output).
@@ -120,12 +124,12 @@ fn golden_bytes(dir: &Path) -> Vec<u8> {
 
 #[test]
 fn tiny_model_matches_transformers() {
-    let model = EncodecTeacher::load(Path::new(TINY)).unwrap();
+    let model = EncodecTeacher::load(tiny().as_path()).unwrap();
     assert_eq!(model.codebooks(), 8);
     assert_eq!(model.codebook_size(), 1024);
     assert_eq!(model.hop(), 320);
     assert_eq!(model.sample_rate(), 24000);
-    let bytes = golden_bytes(Path::new(TINY));
+    let bytes = golden_bytes(tiny().as_path());
     let golden = SafeTensors::deserialize(&bytes).unwrap();
     for case in ["chord", "short5", "short700"] {
         let (_, mismatched, frames) = check_case(&model, &golden, case);
@@ -172,7 +176,7 @@ fn causal_reflect_padding_rule() {
 
 #[test]
 fn frames_and_code_range() {
-    let model = EncodecTeacher::load(Path::new(TINY)).unwrap();
+    let model = EncodecTeacher::load(tiny().as_path()).unwrap();
     for n in [1usize, 319, 320, 321, 1000] {
         let x: Vec<f32> = (0..n)
             .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * 0.3)
@@ -219,7 +223,7 @@ fn edited_copy(
 ) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("encodec_test_{tag}_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bytes = std::fs::read(Path::new(TINY).join("model.safetensors")).unwrap();
+    let bytes = std::fs::read(tiny().as_path().join("model.safetensors")).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut kept: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, view) in st.tensors() {
@@ -235,7 +239,7 @@ fn edited_copy(
         .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
         .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
-    let config = std::fs::read_to_string(Path::new(TINY).join("config.json")).unwrap();
+    let config = std::fs::read_to_string(tiny().as_path().join("config.json")).unwrap();
     std::fs::write(dir.join("config.json"), cfg(config)).unwrap();
     dir
 }
@@ -261,7 +265,7 @@ fn parametrizations_spelling_gives_same_codes() {
         },
         |c| c,
     );
-    let a = EncodecTeacher::load(Path::new(TINY)).unwrap();
+    let a = EncodecTeacher::load(tiny().as_path()).unwrap();
     let b = EncodecTeacher::load(&dir).unwrap();
     std::fs::remove_dir_all(&dir).ok();
     let x: Vec<f32> = (0..2000).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();

@@ -6,6 +6,8 @@
 //! Tolerance: per tensor max |ours - torch| <= 1e-4 * max |torch| (f32 on both sides; the reference's own
 //! f32-vs-f64 error is 4e-6), loss parts 1e-5 relative.
 
+mod common;
+
 use culturemert_raw::autograd::Tape;
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
 use culturemert_raw::model::weights::{read_safetensors, RawTensors};
@@ -17,9 +19,7 @@ const GRAD_TOL: f64 = 1e-4;
 const LOSS_TOL: f64 = 1e-5;
 
 fn golden(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("reference/golden")
-        .join(rel)
+    common::golden(rel)
 }
 
 fn get<'a>(g: &'a RawTensors, name: &str) -> &'a (Vec<usize>, CpuData) {

@@ -2,13 +2,14 @@
 //! distribution against a numpy simulation of fairseq's algorithm (reference/make_golden_masking.py):
 //! mean masked count (all rows share it) and the per-frame masking probability of every row.
 
+mod common;
+
 use culturemert_raw::train::masking::{compute_mask_indices, MaskRng};
 use safetensors::SafeTensors;
 
-const GOLDEN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/reference/golden/masking.safetensors"
-);
+fn golden_file() -> std::path::PathBuf {
+    common::golden("masking.safetensors")
+}
 
 fn mert_mask(t: usize, valid: &[usize], rng: &mut MaskRng) -> Vec<bool> {
     compute_mask_indices(valid.len(), t, valid, 0.8, 5, 2, rng)
@@ -104,7 +105,7 @@ fn structural_invariants() {
 
 #[test]
 fn distribution_matches_numpy_simulation_of_fairseq() {
-    let bytes = std::fs::read(GOLDEN).expect("golden file");
+    let bytes = std::fs::read(golden_file()).expect("golden file");
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let f64s = |name: &str| -> Vec<f64> {
         let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));

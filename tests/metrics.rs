@@ -1,5 +1,7 @@
 //! Macro ROC-AUC, macro AP and F1 against scikit-learn 1.9.1 golden values
 //! (reference/make_golden_metrics.py -> reference/golden/metrics.safetensors).
+
+mod common;
 use culturemert_raw::eval::metrics::{
     average_precision, f1_scores, macro_average_precision, macro_roc_auc, roc_auc, Undefined,
 };
@@ -33,10 +35,7 @@ fn f64_tensor(st: &SafeTensors, name: &str) -> (Vec<f64>, Vec<usize>) {
 }
 
 fn load_cases() -> Vec<Case> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/reference/golden/metrics.safetensors"
-    );
+    let path = common::golden("metrics.safetensors");
     let buf = std::fs::read(path).expect("golden metrics file");
     let st = SafeTensors::deserialize(&buf).unwrap();
     (0..N_CASES)

@@ -1,6 +1,8 @@
 //! Loading errors name what is wrong: bad config, missing / unexpected / mis-shaped tensors, missing files.
 //! Also: a random model written by `save` loads back identically in both weight-norm spellings.
 
+mod common;
+
 use culturemert_raw::model::config::MertConfig;
 use culturemert_raw::model::mert::Mert;
 use culturemert_raw::model::weights::{read_safetensors, write_safetensors, WeightNormSpelling};
@@ -8,7 +10,7 @@ use culturemert_raw::tensor::Tensor;
 use std::path::{Path, PathBuf};
 
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/golden/tiny_postln")
+    common::golden("tiny_postln")
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -5,8 +5,10 @@
 //! Tolerance: max |ours - torch| <= 1e-4 * max |torch| per tensor (f32 on both sides; differences come only
 //! from summation order), for hidden states and for gradients.
 
+mod common;
+
 use culturemert_raw::autograd::{ParamStore, Tape};
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::model::cuda_mert::CudaMert;
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
 use culturemert_raw::model::weights::read_safetensors;
@@ -17,9 +19,7 @@ use std::path::PathBuf;
 const REL_TOL: f64 = 1e-4;
 
 fn golden_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("reference/golden")
-        .join(name)
+    common::golden(name)
 }
 
 /// max |a - b| / max |b|
@@ -87,7 +87,7 @@ fn run(
             }
         }
         Backend::Emu(schedule) => {
-            let dev = CudaDevice::emulated_with(schedule);
+            let dev = common::device(schedule);
             let mut m = CudaMert::new(&dev, model).unwrap();
             let (batch, samples) = (audio.shape()[0], audio.shape()[1]);
             let out = m

@@ -2,6 +2,8 @@
 //! its closed form, BCE stability, end-to-end probes on synthetic embeddings (separable -> ROC-AUC ~1,
 //! random labels -> ~0.5), tag-table error paths, and a tiny random MERT run from WAV files.
 
+mod common;
+
 use culturemert_raw::eval::probe::data::{
     embed_clip, load_cache, parse_tag_table, read_tag_table, save_cache, CacheKey, ClipEmbeddings,
     Split,
@@ -396,9 +398,7 @@ fn tiny_mert_probe_from_wav_files() {
     use culturemert_raw::model::config::MertConfig;
     use culturemert_raw::model::mert::{ForwardOptions, Mert};
     use culturemert_raw::tensor::Tensor;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cfg =
-        MertConfig::from_file(&root.join("reference/golden/tiny_postln/config.json")).unwrap();
+    let cfg = MertConfig::from_file(&common::golden("tiny_postln/config.json")).unwrap();
     let model = Mert::random(cfg, 3).unwrap();
     let rate = model.config.sample_rate;
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))

@@ -3,6 +3,8 @@
 //! filterbank against closed forms, pure tones, determinism, seeds, frame counts, stability and
 //! codebook usage on synthetic music.
 
+mod common;
+
 use culturemert_raw::audio::mel::{hz_to_mel, mel_to_hz, LogMel, MelConfig, MelFilterbank};
 use culturemert_raw::model::rp_teacher::{RandomProjectionTeacher, RpConfig, SplitMix64};
 use culturemert_raw::model::teacher::Teacher;
@@ -10,10 +12,9 @@ use safetensors::SafeTensors;
 use std::f64::consts::PI;
 use std::time::Instant;
 
-const GOLDEN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/reference/golden/mel.safetensors"
-);
+fn golden_file() -> std::path::PathBuf {
+    common::golden("mel.safetensors")
+}
 const SR: f64 = 24000.0;
 
 fn read_f32(st: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
@@ -98,7 +99,7 @@ fn entropy_bits(codes: &[u16], size: usize) -> f64 {
 
 #[test]
 fn log_mel_matches_torch_stft_golden() {
-    let buf = std::fs::read(GOLDEN).unwrap();
+    let buf = std::fs::read(golden_file()).unwrap();
     let st = SafeTensors::deserialize(&buf).unwrap();
     let (_, audio) = read_f32(&st, "audio");
     let (shape, want) = read_f32(&st, "logmel");

@@ -1,6 +1,8 @@
 //! JS divergence and cosine distance against scipy 1.17 golden values
 //! (reference/make_golden_metrics.py -> reference/golden/similarity.safetensors), the histogram file
 //! round trip, and the `similarity` command's CSV/SVG outputs.
+
+mod common;
 use culturemert_raw::cli::similarity::{run, Args};
 use culturemert_raw::eval::similarity::{
     cosine_distance, js_divergence, read_histogram, similarity_matrices, write_histogram, LogBase,
@@ -23,10 +25,7 @@ struct Golden {
 }
 
 fn load() -> Golden {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/reference/golden/similarity.safetensors"
-    );
+    let path = common::golden("similarity.safetensors");
     let buf = std::fs::read(path).expect("golden similarity file");
     let st = SafeTensors::deserialize(&buf).unwrap();
     let f = |n: &str| -> Vec<f64> {

@@ -1,6 +1,8 @@
 //! The pytorch_model.bin reader against safetensors truth written by PyTorch itself
 //! (reference/make_golden_torch_bin.py): exact equality of every byte, shape and dtype.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use culturemert_raw::model::torch_bin::{
@@ -9,9 +11,7 @@ use culturemert_raw::model::torch_bin::{
 use safetensors::{Dtype, SafeTensors};
 
 fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("reference/golden")
-        .join(name)
+    common::golden(name)
 }
 
 fn le_bytes(d: &TorchData) -> Vec<u8> {

@@ -12,8 +12,10 @@
 //!   k_proj.bias has an exactly-zero true gradient (Adam moves it by rounding noise only), so its error is
 //!   measured against the movement of the same layer's k_proj.weight, tolerance 1e-2 [9.7e-4].
 
+mod common;
+
 use culturemert_raw::autograd::Tape;
-use culturemert_raw::device::{CudaDevice, Schedule};
+use culturemert_raw::device::Schedule;
 use culturemert_raw::model::cuda_mert::Precision;
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
 use culturemert_raw::model::weights::{read_safetensors, RawTensors};
@@ -38,9 +40,7 @@ const STAGE1_TRAINABLE: [&str; 4] = [
 ];
 
 fn golden(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("reference/golden")
-        .join(rel)
+    common::golden(rel)
 }
 
 fn get<'a>(g: &'a RawTensors, name: &str) -> &'a (Vec<usize>, CpuData) {
@@ -177,9 +177,9 @@ fn ten_updates(backend: Backend) {
     let (mut worst_loss, mut worst_norm) = (0.0f64, 0.0f64);
     let mut device = match backend {
         Backend::Cpu => None,
-        Backend::Emu(schedule) => Some(
-            CudaTrainer::new(&CudaDevice::emulated_with(schedule), &model, Precision::F32).unwrap(),
-        ),
+        Backend::Emu(schedule) => {
+            Some(CudaTrainer::new(&common::device(schedule), &model, Precision::F32).unwrap())
+        }
     };
 
     for update in 0..UPDATES {
@@ -440,7 +440,7 @@ fn mixed_precision_on_the_emulated_device() {
         .unwrap();
     let cpu_norm = clip_grad_norm(&mut store, f64::INFINITY).norm;
 
-    let dev = CudaDevice::emulated_with(Schedule::Forward);
+    let dev = common::device(Schedule::Forward);
     for (precision, tol) in [(Precision::Bf16, 1e-2), (Precision::F16, 2e-3)] {
         let mut t = CudaTrainer::new(&dev, &model, precision).unwrap();
         let loss = t.loss_backward(&heads, &b, &w, &opts, 1.0).unwrap().total as f64;

@@ -8,6 +8,7 @@ use anyhow::{ensure, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::device::roofline::{self, Peaks};
 use crate::device::{CudaDevice, Device};
 use crate::model::config::MertConfig;
 use crate::model::cuda_mert::Precision;
@@ -38,6 +39,53 @@ pub struct Args {
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
+    /// After the timed steps, profile one more step per kernel: GPU time from CUDA events against
+    /// the roofline bound (dry-run / emu: the analytic table for H100 and H200 and its sum).
+    #[arg(long)]
+    pub profile: bool,
+    /// Peaks of the roofline: h100, h200 or a100 (default: from the device name; dry run: H100 and H200).
+    #[arg(long)]
+    pub gpu: Option<String>,
+    /// Override the dense bf16/f16 tensor-core peak, TFLOP/s.
+    #[arg(long)]
+    pub peak_bf16: Option<f64>,
+    /// Override the f32 (CUDA core) peak, TFLOP/s.
+    #[arg(long)]
+    pub peak_f32: Option<f64>,
+    /// Override the DRAM bandwidth, TB/s.
+    #[arg(long)]
+    pub bandwidth: Option<f64>,
+    /// Override the number of SMs (blocks/SM column).
+    #[arg(long)]
+    pub sms: Option<u32>,
+}
+
+impl Args {
+    /// The GPUs the profile's bounds are computed for.
+    fn peaks(&self, dev: &CudaDevice) -> Result<Vec<Peaks>> {
+        let overrides =
+            |p: Peaks| p.with_overrides(self.peak_bf16, self.peak_f32, self.bandwidth, self.sms);
+        if let Some(g) = &self.gpu {
+            return Ok(vec![overrides(Peaks::lookup(g)?)?]);
+        }
+        if dev.arch().is_none() {
+            return roofline::builtin()
+                .into_iter()
+                .filter(|p| !p.name.starts_with("A100"))
+                .map(overrides)
+                .collect();
+        }
+        let base = Peaks::lookup(&dev.name()).or_else(|e| {
+            match (self.peak_bf16, self.peak_f32, self.bandwidth) {
+                (Some(_), Some(_), Some(_)) => Ok(Peaks {
+                    name: "custom".into(),
+                    ..roofline::builtin().remove(0)
+                }),
+                _ => Err(e),
+            }
+        })?;
+        Ok(vec![overrides(base)?])
+    }
 }
 
 /// A random pre-training batch: noise audio, uniform teacher codes (8 x 1024) and CQT targets, MERT's
@@ -154,25 +202,37 @@ pub fn run(args: Args) -> Result<()> {
     let opt = AdamW::new(vec![ParamGroup::all((0.9, 0.98), 1e-6, 0.01)])?;
     let mut times = Vec::new();
     let mut peak = 0;
-    for step in 0..=args.steps {
-        dev.memory().reset_peak();
-        let t0 = Instant::now();
+    let loss_weights = LossWeights::default();
+    let mut step = |seed: u64| -> Result<()> {
         trainer.zero_grads()?;
         let opts = ForwardOptions {
             train: true,
-            seed: step as u64,
+            seed,
             mask_time: None,
             feature_grad_mult: Some(0.1),
         };
-        trainer.loss_backward(&heads, &batch, &LossWeights::default(), &opts, 1.0)?;
+        trainer.loss_backward(&heads, &batch, &loss_weights, &opts, 1.0)?;
         trainer.clip_grad_norm(1.0)?;
         trainer.adamw_step(&opt, 1e-4)?;
-        dev.synchronize()?;
+        dev.synchronize()
+    };
+    for s in 0..=args.steps {
+        dev.memory().reset_peak();
+        let t0 = Instant::now();
+        step(s as u64)?;
         peak = peak.max(dev.memory().peak_bytes());
-        if step > 0 {
+        if s > 0 {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
+    let profile = if args.profile {
+        let peaks = args.peaks(&dev)?;
+        dev.start_profile();
+        step(args.steps as u64 + 1)?;
+        Some((dev.finish_profile()?, peaks))
+    } else {
+        None
+    };
     let resident = dev.memory().live_bytes(); // after a step: moments exist, activations are freed
     times.sort_by(|a, b| a.total_cmp(b));
     let median = times[times.len() / 2];
@@ -204,5 +264,22 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "bench-device peak_bytes={peak} resident_bytes={resident} step_flops={step_flops:.4e} median_s={median:.4}"
     );
+    if let Some((records, peaks)) = profile {
+        let timed = records.iter().all(|r| r.gpu_ms.is_some()) && !records.is_empty();
+        println!(
+            "\nprofile of one step ({} launches){}:",
+            records.len(),
+            if timed {
+                ", GPU time from CUDA events around each launch"
+            } else {
+                ": analytic cost and roofline bound (no GPU times on this device)"
+            }
+        );
+        if timed {
+            super::device_profile::print_timed(&records, &peaks[0]);
+        } else {
+            super::device_profile::print_analytic(&records, &peaks);
+        }
+    }
     Ok(())
 }

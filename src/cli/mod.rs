@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod cqt;
 pub mod device_bench;
+pub mod device_profile;
 pub mod embed;
 pub mod kernels;
 pub mod merge;

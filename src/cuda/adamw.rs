@@ -103,7 +103,10 @@ pub fn adamw_step(dev: &CudaDevice, tensors: &mut [AdamwTensor<'_>]) -> Result<(
     dev.launch(
         &registry::ADAMW_STEP_F32,
         cfg,
-        KernelArgs::new().buf(&table),
+        // Per element: read param, grad, both moments; write param and both moments.
+        KernelArgs::new()
+            .buf(&table)
+            .indirect_bytes(7 * 4 * tensors.iter().map(|t| t.param.len() as u64).sum::<u64>()),
     )?;
     // The table is freed on return: make sure the (asynchronous) launch has read it.
     dev.synchronize()

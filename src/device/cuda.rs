@@ -9,6 +9,7 @@ use super::buffer::{Allocation, DeviceBuffer, MemStats, MemTicket, EMU_ALIGN};
 use super::driver::DriverRuntime;
 use super::emulated::{EmuRuntime, Schedule};
 use super::kernel::{Kernel, KernelArgs, LaunchConfig};
+use super::profile::{LaunchRecord, Profiler};
 
 enum Runtime {
     Driver(DriverRuntime),
@@ -25,6 +26,7 @@ enum Runtime {
 pub struct CudaDevice {
     rt: Arc<Runtime>,
     mem: Arc<MemStats>,
+    prof: Arc<Profiler>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -39,6 +41,7 @@ impl CudaDevice {
         Ok(CudaDevice {
             rt: Arc::new(Runtime::Driver(DriverRuntime::new(ordinal)?)),
             mem: Arc::default(),
+            prof: Arc::default(),
         })
     }
 
@@ -51,6 +54,7 @@ impl CudaDevice {
         CudaDevice {
             rt: Arc::new(Runtime::Emulated(EmuRuntime { schedule })),
             mem: Arc::default(),
+            prof: Arc::default(),
         }
     }
 
@@ -62,6 +66,7 @@ impl CudaDevice {
                 next_addr: AtomicU64::new(1 << 40),
             }),
             mem: Arc::default(),
+            prof: Arc::default(),
         }
     }
 
@@ -190,11 +195,62 @@ impl CudaDevice {
     /// Launches `kernel` with one configuration and argument array for either runtime.
     pub fn launch(&self, kernel: &Kernel, cfg: LaunchConfig, args: KernelArgs<'_>) -> Result<()> {
         cfg.validate(kernel)?;
+        if self.prof.enabled() {
+            return self.launch_profiled(kernel, cfg, args);
+        }
+        self.launch_now(kernel, &cfg, &args)
+    }
+
+    fn launch_now(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &KernelArgs<'_>) -> Result<()> {
         match &*self.rt {
-            Runtime::Driver(d) => d.launch(kernel, &cfg, &args),
-            Runtime::Emulated(e) => e.launch(kernel, &cfg, &args),
+            Runtime::Driver(d) => d.launch(kernel, cfg, args),
+            Runtime::Emulated(e) => e.launch(kernel, cfg, args),
             Runtime::DryRun { .. } => Ok(()),
         }
+    }
+
+    /// As `launch`, recording the launch (and its GPU time between two events on the driver).
+    fn launch_profiled(
+        &self,
+        kernel: &Kernel,
+        cfg: LaunchConfig,
+        args: KernelArgs<'_>,
+    ) -> Result<()> {
+        let rec = LaunchRecord {
+            kernel: kernel.name,
+            grid: cfg.grid,
+            block: cfg.block,
+            args: args.describe().to_vec(),
+            indirect_bytes: args.indirect(),
+            gpu_ms: None,
+        };
+        let events = match &*self.rt {
+            Runtime::Driver(d) => {
+                let ev = d.event_pair()?;
+                d.record_event(ev.start)?;
+                d.launch(kernel, &cfg, &args)?;
+                d.record_event(ev.end)?;
+                Some(ev)
+            }
+            _ => {
+                self.launch_now(kernel, &cfg, &args)?;
+                None
+            }
+        };
+        self.prof.push(rec, events);
+        Ok(())
+    }
+
+    /// Starts recording every launch of this device (and its clones), dropping earlier records.
+    pub fn start_profile(&self) {
+        self.prof.start();
+    }
+
+    /// Synchronises, stops recording and returns the launches since `start_profile` in order (with
+    /// GPU times from CUDA events on the driver).
+    pub fn finish_profile(&self) -> Result<Vec<LaunchRecord>> {
+        self.synchronize()?;
+        self.prof.finish()
     }
 
     fn check_owner<T: bytemuck::Pod>(&self, b: &DeviceBuffer<T>) -> Result<()> {

@@ -11,6 +11,7 @@ use cudarc::nvrtc::Ptx;
 use super::buffer::{Allocation, DeviceBuffer, MemStats, MemTicket};
 use super::kernel::{Kernel, KernelArgs, LaunchConfig, ModuleImages};
 use super::nvrtc::{Nvrtc, Target};
+use super::profile::EventPair;
 
 /// Caching allocator: freed blocks are kept per size class and reused; cuMemFree only when the
 /// runtime goes away or an allocation fails.
@@ -204,6 +205,20 @@ impl DriverRuntime {
             )
         }
         .map_err(|e| anyhow!("launching {}: {e:?}", kernel.name))
+    }
+
+    /// Two timing events in this runtime's context (launch profiling).
+    pub(crate) fn event_pair(&self) -> Result<EventPair> {
+        self.ctx.bind_to_thread().map_err(|e| anyhow!("{e:?}"))?;
+        EventPair::new()
+    }
+
+    /// Records `event` on this runtime's stream (launch profiling).
+    pub(crate) fn record_event(&self, event: sys::CUevent) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(|e| anyhow!("{e:?}"))?;
+        // SAFETY: a live event created in this context, recorded on this context's stream.
+        unsafe { cudarc::driver::result::event::record(event, self.stream.cu_stream()) }
+            .map_err(|e| anyhow!("cuEventRecord: {e:?}"))
     }
 
     pub fn synchronize(&self) -> Result<()> {

@@ -133,54 +133,95 @@ impl LaunchConfig {
 #[derive(Default)]
 pub struct KernelArgs<'a> {
     slots: Vec<u64>,
+    /// What each slot is (buffer length or scalar value), for the launch profile and cost model.
+    desc: Vec<ArgDesc>,
+    /// Bytes the kernel moves through pointers held in a table rather than in its arguments.
+    indirect_bytes: u64,
     _borrows: PhantomData<&'a ()>,
+}
+
+/// One kernel argument as the profiler sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArgDesc {
+    /// A buffer: its length in elements and the element size in bytes (0 elements for a null pointer).
+    Buf {
+        len: usize,
+        elem: usize,
+    },
+    /// An integer scalar (i32, u32, i64 or u64 as i64).
+    Int(i64),
+    F32(f32),
 }
 
 impl<'a> KernelArgs<'a> {
     pub fn new() -> Self {
         KernelArgs {
             slots: Vec::new(),
+            desc: Vec::new(),
+            indirect_bytes: 0,
             _borrows: PhantomData,
         }
     }
     /// A read-only buffer argument (`const T*`).
     pub fn buf<T: bytemuck::Pod>(mut self, b: &'a DeviceBuffer<T>) -> Self {
         self.slots.push(b.device_ptr());
+        self.desc.push(buf_desc(Some(b)));
         self
     }
     /// A written buffer argument (`T*`).
     pub fn buf_mut<T: bytemuck::Pod>(mut self, b: &'a mut DeviceBuffer<T>) -> Self {
         self.slots.push(b.device_ptr());
+        self.desc.push(buf_desc(Some(b)));
         self
     }
     /// An optional buffer: null when absent.
     pub fn opt_buf<T: bytemuck::Pod>(mut self, b: Option<&'a DeviceBuffer<T>>) -> Self {
         self.slots.push(b.map_or(0, |b| b.device_ptr()));
+        self.desc.push(buf_desc(b));
         self
     }
     pub fn opt_buf_mut<T: bytemuck::Pod>(mut self, b: Option<&'a mut DeviceBuffer<T>>) -> Self {
+        self.desc.push(buf_desc(b.as_deref()));
         self.slots.push(b.map_or(0, |b| b.device_ptr()));
         self
     }
     pub fn i32(mut self, v: i32) -> Self {
+        self.desc.push(ArgDesc::Int(v as i64));
         self.slots.push(v as u32 as u64);
         self
     }
     pub fn u32(mut self, v: u32) -> Self {
+        self.desc.push(ArgDesc::Int(v as i64));
         self.slots.push(v as u64);
         self
     }
     pub fn i64(mut self, v: i64) -> Self {
+        self.desc.push(ArgDesc::Int(v));
         self.slots.push(v as u64);
         self
     }
     pub fn u64(mut self, v: u64) -> Self {
+        self.desc.push(ArgDesc::Int(v as i64));
         self.slots.push(v);
         self
     }
     pub fn f32(mut self, v: f32) -> Self {
+        self.desc.push(ArgDesc::F32(v));
         self.slots.push(v.to_bits() as u64);
         self
+    }
+    /// The arguments as the profiler records them.
+    pub fn describe(&self) -> &[ArgDesc] {
+        &self.desc
+    }
+    /// Declares the bytes a kernel reads and writes through pointers in a table argument (for the
+    /// cost model only; nothing is passed to the kernel).
+    pub fn indirect_bytes(mut self, bytes: u64) -> Self {
+        self.indirect_bytes += bytes;
+        self
+    }
+    pub fn indirect(&self) -> u64 {
+        self.indirect_bytes
     }
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -196,5 +237,12 @@ impl<'a> KernelArgs<'a> {
             .map(|s| s as *mut u64 as *mut c_void)
             .collect();
         (slots, ptrs)
+    }
+}
+
+fn buf_desc<T: bytemuck::Pod>(b: Option<&DeviceBuffer<T>>) -> ArgDesc {
+    ArgDesc::Buf {
+        len: b.map_or(0, |b| b.len()),
+        elem: std::mem::size_of::<T>(),
     }
 }

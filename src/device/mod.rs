@@ -5,18 +5,22 @@
 //! emulator, so every launcher is exercised without a GPU.
 
 pub mod buffer;
+pub mod cost;
 pub mod cuda;
 pub mod driver;
 pub mod emulated;
 pub mod kernel;
 pub mod nvrtc;
+pub mod profile;
+pub mod roofline;
 
 use anyhow::{bail, Result};
 
 pub use buffer::{DeviceBuffer, MemStats};
 pub use cuda::CudaDevice;
 pub use emulated::Schedule;
-pub use kernel::{EmuDim3, EmuFn, Kernel, KernelArgs, LaunchConfig, ModuleImages};
+pub use kernel::{ArgDesc, EmuDim3, EmuFn, Kernel, KernelArgs, LaunchConfig, ModuleImages};
+pub use profile::LaunchRecord;
 
 /// Where a computation runs.
 #[derive(Clone, Debug)]
