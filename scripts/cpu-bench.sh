@@ -2,7 +2,7 @@
 # The CPU path side by side with PyTorch, interleaved in one run on this machine (one command):
 #   scripts/cpu-bench.sh PYTHON            # PYTHON: an interpreter with reference/requirements.txt
 # Each round runs ours, then the peer, for: the MERT-v1-95M forward of one 5 s clip (`bench` vs
-# reference/bench_hubert.py), forward + backward of sum(h) (`bench --train` vs `--train-step`), the
+# reference/bench_hubert.py, sdpa attention), forward + backward of sum(h) (`bench --train` vs `--train-step`), the
 # full training step (`bench --train-step` vs reference/bench_train.py with the vectorized NCE and
 # with fairseq's expand-based NCE), and the embed job: 4 x 30 s clips, all 13 layers, whole process
 # (`embed --layers all` vs reference/bench_embed.py). Then one profiled run of ours (`--profile`).
@@ -48,14 +48,14 @@ for r in $(seq 1 "$ROUNDS"); do
   o=$("$BIN" bench --threads "$THREADS" --seconds "$SECONDS_CLIP" --train 2>&1 | tee -a "$log")
   add ours_fwd "$(ours forward <<<"$o")"
   add ours_fb "$(ours forward+backward <<<"$o")"
-  o=$("$PY" reference/bench_hubert.py --threads "$THREADS" --seconds "$SECONDS_CLIP" 2>&1 | tee -a "$log")
+  o=$("$PY" reference/bench_hubert.py --attn sdpa --threads "$THREADS" --seconds "$SECONDS_CLIP" 2>&1 | tee -a "$log")
   add peer_fwd "$(peer <<<"$o")"
-  o=$("$PY" reference/bench_hubert.py --threads "$THREADS" --seconds "$SECONDS_CLIP" --train-step 2>&1 | tee -a "$log")
+  o=$("$PY" reference/bench_hubert.py --attn sdpa --threads "$THREADS" --seconds "$SECONDS_CLIP" --train-step 2>&1 | tee -a "$log")
   add peer_fb "$(peer <<<"$o")"
   o=$("$BIN" bench --threads "$THREADS" --seconds "$SECONDS_CLIP" --train-step 2>&1 | tee -a "$log")
   add ours_step "$(ours train_step <<<"$o")"
   for nce in vectorized fairseq; do
-    o=$("$PY" reference/bench_train.py --threads "$THREADS" --seconds "$SECONDS_CLIP" --nce "$nce" 2>&1 | tee -a "$log")
+    o=$("$PY" reference/bench_train.py --attn sdpa --threads "$THREADS" --seconds "$SECONDS_CLIP" --nce "$nce" 2>&1 | tee -a "$log")
     add "peer_step_$nce" "$(peer <<<"$o")"
   done
   add ours_embed "$(wall "$BIN" embed --model "$WORK/model" --layers all --out "$WORK/ours.safetensors" "${CLIPS[@]}")"
