@@ -249,17 +249,20 @@ EMU_EXPORT(conv1d_backward_dweight_f32)
 
 // Small-im2col dweight (cin_g*K <= SW_MAX, e.g. the waveform layer: 1 channel x 10 taps). There the
 // GEMM tile above wastes 54 of 64 columns; this is a bandwidth-bound reduction over dout instead.
-// Block (32, 8): lane = position, warp = SW_CH output channels, so a block covers 32 channels of one
-// group and its chunk of r = b*Lout + t (split as in the tiled kernel, grid.y = chunk index s).
+// Block (32, 8): lane = position, warp = SW_CH output channels, so a block covers 8*SW_CH channels of
+// one group and its chunk of r = b*Lout + t (split as in the tiled kernel, grid.y = chunk index s).
 // Each step gathers the im2col tile of SW_POS positions once into shared memory (all taps of all
 // channels of the group: batch boundaries and padding handled by the gather) and every warp reuses it
 // for its channels; dout is read coalesced (32 consecutive t per warp) straight into registers.
-// grid (ceil(cout_g / 32), S, G), block (32, 8).
-#define SW_MAX 16                   // largest cin_g*K
-#define SW_CH 4                     // output channels per thread
-#define SW_PER_LANE 4               // positions per lane and step
-#define SW_POS (32 * SW_PER_LANE)  // positions per step
-extern "C" __global__ void __launch_bounds__(THREADS)
+// Offsets are 32-bit (the launcher checks that x and dout have < 2^31 elements). Registers: the
+// accumulators (SW_CH x SW_MAX) plus the in-flight dout values; capped at 128 for 2 blocks per SM.
+// grid (ceil(cout_g / (8*SW_CH)), S, G), block (32, 8).
+#define SW_MAX 16                             // largest cin_g*K
+#define SW_CH 2                               // output channels per thread
+#define SW_PER_LANE 4                         // positions per lane and step
+#define SW_POS (32 * SW_PER_LANE)             // positions per step
+#define SW_GATHER (SW_MAX * SW_POS / THREADS)  // tile entries gathered per thread and step
+extern "C" __global__ void __launch_bounds__(THREADS, 2)
     conv1d_backward_dweight_small_f32(float* __restrict__ dweight, float* __restrict__ partials,
                                       const float* __restrict__ dout, const float* __restrict__ x, int B,
                                       int Cin, int Cout, int Lin, int Lout, int K, int stride, int pad, int G,
@@ -269,14 +272,15 @@ extern "C" __global__ void __launch_bounds__(THREADS)
   const int NW = cin_g * K, R = B * Lout;
   const int r_begin = split * chunk, r_end = min(R, r_begin + chunk);
   const int lane = threadIdx.x, tid = threadIdx.y * 32 + lane;
-  const int co0 = blockIdx.x * 32 + threadIdx.y * SW_CH;  // this thread's first channel in the group
-  long long drow[SW_CH];  // dout offset of channel co at b = 0, t = 0 (-1: past cout_g)
-  for (int c = 0; c < SW_CH; ++c) drow[c] = co0 + c < cout_g ? (long long)(g * cout_g + co0 + c) * Lout : -1;
+  const int co0 = blockIdx.x * (8 * SW_CH) + threadIdx.y * SW_CH;  // this thread's first channel
+  const int nco = min(SW_CH, cout_g - co0);                          // its valid channels (may be <= 0)
+  const float* dg = dout + (long long)(g * cout_g + max(min(co0, cout_g - 1), 0)) * Lout;
   // Gather: thread tid fills cols[j][p] for p = tid % SW_POS and j = tid / SW_POS + (THREADS / SW_POS) i,
-  // so its position is fixed; its taps' x offsets c*Lin + k - pad are computed once.
+  // so its position is fixed; the x offsets c*Lin + k - pad of its taps are computed once.
   const int gp = tid % SW_POS, gj0 = tid / SW_POS;
-  int gofs[SW_MAX / (THREADS / SW_POS)];
-  for (int i = 0; i < SW_MAX / (THREADS / SW_POS); ++i) {
+  int gofs[SW_GATHER];
+#pragma unroll
+  for (int i = 0; i < SW_GATHER; ++i) {
     const int j = gj0 + (THREADS / SW_POS) * i, c = j / K;
     gofs[i] = c * Lin + j - c * K - pad;
   }
@@ -287,51 +291,60 @@ extern "C" __global__ void __launch_bounds__(THREADS)
   int gb = b0, gt = t0 + gp;
   while (gt >= Lout) gt -= Lout, ++gb;
   int pb[SW_PER_LANE], pt[SW_PER_LANE];
+#pragma unroll
   for (int i = 0; i < SW_PER_LANE; ++i) {
     pb[i] = b0, pt[i] = t0 + lane + 32 * i;
     while (pt[i] >= Lout) pt[i] -= Lout, ++pb[i];
   }
   float acc[SW_CH][SW_MAX];
+#pragma unroll
   for (int c = 0; c < SW_CH; ++c)
+#pragma unroll
     for (int j = 0; j < SW_MAX; ++j) acc[c][j] = 0.0f;
 
   for (int r0 = r_begin; r0 < r_end; r0 += SW_POS) {
     float dv[SW_CH][SW_PER_LANE];  // issued first: in flight while the tile is gathered
+#pragma unroll
     for (int i = 0; i < SW_PER_LANE; ++i) {
       const bool ok = r0 + lane + 32 * i < r_end;
-      const float* d = dout + (long long)pb[i] * Cout * Lout + pt[i];
-      for (int c = 0; c < SW_CH; ++c) dv[c][i] = ok && drow[c] >= 0 ? d[drow[c]] : 0.0f;
+      const int o = ok ? pb[i] * Cout * Lout + pt[i] : 0;
+#pragma unroll
+      for (int c = 0; c < SW_CH; ++c) dv[c][i] = ok && c < nco ? dg[o + c * Lout] : 0.0f;
     }
     const bool g_ok = r0 + gp < r_end;
-    const float* xb = xg + (long long)gb * Cin * Lin;
-    for (int i = 0; i < SW_MAX / (THREADS / SW_POS); ++i) {
+    const int xo = g_ok ? gb * Cin * Lin + gt * stride : 0;
+#pragma unroll
+    for (int i = 0; i < SW_GATHER; ++i) {
       const int j = gj0 + (THREADS / SW_POS) * i;
-      const int c = j / K, s = gofs[i] - c * Lin + gt * stride;  // s = t*stride + k - pad
-      cols[j][gp] = g_ok && j < NW && s >= 0 && s < Lin ? xb[gofs[i] + gt * stride] : 0.0f;
+      const int s = gofs[i] - (j / K) * Lin + gt * stride;  // t*stride + k - pad
+      cols[j][gp] = g_ok && j < NW && s >= 0 && s < Lin ? xg[xo + gofs[i]] : 0.0f;
     }
     __syncthreads();
+#pragma unroll
     for (int i = 0; i < SW_PER_LANE; ++i) {
-      const int p = lane + 32 * i;
+#pragma unroll
       for (int j = 0; j < SW_MAX; ++j) {
-        const float xv = cols[j][p];  // lanes read consecutive p: no bank conflict
+        const float xv = cols[j][lane + 32 * i];  // lanes read consecutive p: no bank conflict
+#pragma unroll
         for (int c = 0; c < SW_CH; ++c) acc[c][j] += dv[c][i] * xv;
       }
     }
     __syncthreads();
     for (gt += SW_POS; gt >= Lout;) gt -= Lout, ++gb;
+#pragma unroll
     for (int i = 0; i < SW_PER_LANE; ++i)
       for (pt[i] += SW_POS; pt[i] >= Lout;) pt[i] -= Lout, ++pb[i];
   }
 
   // Lanes hold partial sums over their positions: butterfly over the warp (fixed order), lane 0 writes.
   float* dst = partials != nullptr ? partials + (long long)split * Cout * NW : dweight;
+  dst += (long long)(g * cout_g + co0) * NW;
+#pragma unroll
   for (int c = 0; c < SW_CH; ++c) {
+#pragma unroll
     for (int j = 0; j < SW_MAX; ++j) {
       const float v = warp_sum(acc[c][j]);
-      if (lane == 0 && drow[c] >= 0 && j < NW) {
-        float* o = dst + (long long)(g * cout_g + co0 + c) * NW + j;
-        *o = partials != nullptr ? v : *o + v;
-      }
+      if (lane == 0 && c < nco && j < NW) dst[c * NW + j] = partials != nullptr ? v : dst[c * NW + j] + v;
     }
   }
 }

@@ -27,21 +27,23 @@ const MAX_GRID_YZ: usize = 65535;
 /// dweight by the small-im2col kernel up to this many taps per group (`SW_MAX`).
 const DWEIGHT_SMALL_MAX_TAPS: usize = 16;
 /// Output channels per block of the small-im2col dweight kernel (8 warps x `SW_CH`).
-const DWEIGHT_SMALL_CHANNELS: usize = 32;
+const DWEIGHT_SMALL_CHANNELS: usize = 16;
 
-/// Tiled dweight: compute-bound 64x64 tiles; >= 2 blocks per SM on 132 SMs, and a chunk of >= 1024
-/// positions (64 steps of 16) per block so the tile's store and the second pass stay negligible.
+/// Tiled dweight: 61-64 registers and 8.4 KB shared per 256-thread block, 4 blocks per SM: 4 x 132
+/// resident; a chunk of >= 1024 positions (64 steps of 16) per block so the tile's store and the
+/// second pass stay negligible.
 pub const DWEIGHT_SPLIT: SplitPolicy = SplitPolicy {
-    target_blocks: 2 * 132,
+    target_blocks: 4 * 132,
     min_chunk: 1024,
 };
-/// Small-im2col dweight: bandwidth-bound, ~2 blocks per SM resident (register-limited); chunks of
-/// >= 2048 positions (16 steps of 128).
+/// Small-im2col dweight: bandwidth-bound, 128 registers (launch bound), 2 blocks per SM: 2 x 132;
+/// chunks of >= 2048 positions (16 steps of 128).
 pub const DWEIGHT_SMALL_SPLIT: SplitPolicy = SplitPolicy {
     target_blocks: 2 * 132,
     min_chunk: 2048,
 };
-/// dbias: one 256-thread block per (channel, chunk), 8 per SM fit; chunks of >= 4096 positions.
+/// dbias: one 256-thread block per (channel, chunk) with 20 registers, 8 per SM; chunks of >= 4096
+/// positions.
 pub const DBIAS_SPLIT: SplitPolicy = SplitPolicy {
     target_blocks: 8 * 132,
     min_chunk: 4096,

@@ -71,7 +71,8 @@ pub fn global_norm(dev: &CudaDevice, tensors: &[&DeviceBuffer<f32>]) -> Result<f
 /// so the summation order, and the result, are the same on every GPU, run and scheduling order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SplitPolicy {
-    /// Blocks the launch should reach (output tiles times chunks); 264 = 2 per SM on 132 SMs.
+    /// The kernel's resident blocks on a 132-SM H100/H200 (one full wave): the grid (output tiles
+    /// times chunks) grows up to this, never past it, so no partial second wave trails the launch.
     pub target_blocks: usize,
     /// The shortest chunk worth its own block (reduction steps: positions, rows).
     pub min_chunk: usize,
@@ -79,12 +80,13 @@ pub struct SplitPolicy {
 
 impl SplitPolicy {
     /// (S chunks, chunk length) for a reduction of `len` steps on a grid of `blocks` output tiles:
-    /// S = ceil(target / blocks), lowered so that every chunk keeps `min_chunk` steps (S = 1 below
-    /// 2 min_chunk), chunk = ceil(len / S), and S = ceil(len / chunk) so that no chunk is empty.
+    /// S = floor(target / blocks), lowered so that every chunk keeps `min_chunk` steps (S = 1 below
+    /// 2 min_chunk or from blocks > target / 2 on), chunk = ceil(len / S), and S = ceil(len / chunk)
+    /// so that no chunk is empty (the last one is shorter when chunk does not divide len).
     pub fn split(&self, blocks: usize, len: usize) -> (usize, usize) {
-        let want = self.target_blocks.div_ceil(blocks.max(1));
+        let want = (self.target_blocks / blocks.max(1)).max(1);
         let most = (len / self.min_chunk.max(1)).max(1);
-        let chunk = len.div_ceil(want.min(most).max(1)).max(1);
+        let chunk = len.div_ceil(want.min(most)).max(1);
         (len.div_ceil(chunk).max(1), chunk)
     }
 }
