@@ -250,19 +250,24 @@ fn dweight_split(
         let cfg = tile_grid(taps, cout_g, s.groups)?;
         (&registry::CONV1D_BACKWARD_DWEIGHT_F32, cfg, DWEIGHT_SPLIT)
     };
-    let (gx, gy, gz) = grid.grid;
-    let (chunks, chunk) = split.unwrap_or(policy).split((gx * gy * gz) as usize, len);
+    let (gx, gy, gz) = (
+        grid.grid.0 as usize,
+        grid.grid.1 as usize,
+        grid.grid.2 as usize,
+    );
+    let (chunks, chunk) = split.unwrap_or(policy).split(gx * gy * gz, len);
     // Chunks go to grid.y (small kernel) or multiply grid.z (tiled: z = chunk * G + group).
-    if small {
-        grid.grid.1 = chunks as u32;
+    let (y, z) = if small {
+        (chunks, gz)
     } else {
-        grid.grid.2 = gz * chunks as u32;
-    }
+        (gy, gz * chunks)
+    };
     ensure!(
-        grid.grid.1 as usize <= MAX_GRID_YZ && grid.grid.2 as usize <= MAX_GRID_YZ,
+        y <= MAX_GRID_YZ && z <= MAX_GRID_YZ,
         "conv1d dweight: {chunks} chunks x {} groups exceed the grid limits",
         s.groups
     );
+    grid.grid = (grid.grid.0, y as u32, z as u32);
     let mut partials = if chunks > 1 {
         Some(dev.alloc::<f32>(chunks * dw.len())?)
     } else {
