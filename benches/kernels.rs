@@ -206,6 +206,11 @@ fn bench_conv(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
         bench(&mut g, dev, name, flops(2 * macs, no + nx + nw), || {
             conv1d::conv1d_backward(dev, None, Some(&mut dw), None, &dout, &x, &w, &sh).unwrap()
         });
+        let mut db = zeros(dev, sh.out_channels);
+        let name = format!("{what} bwd dbias {dims} [bytes]");
+        bench(&mut g, dev, name, floats(no + 2 * sh.out_channels), || {
+            conv1d::conv1d_backward(dev, None, None, Some(&mut db), &dout, &x, &w, &sh).unwrap()
+        });
     }
     g.finish();
 }

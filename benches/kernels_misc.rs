@@ -177,6 +177,24 @@ fn bench_norms(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
         )
         .unwrap()
     });
+    // The split column reduction alone (dx not wanted): reads dout, x, mean, rstd.
+    let name = format!("layer_norm bwd dweight+dbias {r}x{h} [bytes]");
+    bench(&mut g, dev, name, floats(2 * r * h + 2 * r + 4 * h), || {
+        layer_norm::layer_norm_backward(
+            dev,
+            None,
+            Some(&mut dw),
+            Some(&mut db),
+            &dout,
+            &x,
+            &w,
+            &mean,
+            &rstd,
+            r,
+            h,
+        )
+        .unwrap()
+    });
 
     // GroupNorm(512 groups, 512 channels) on the first conv layer's output.
     let (bt, ch, len) = (s.batch, s.conv, s.conv0_len);
@@ -359,14 +377,17 @@ fn bench_optimizer(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
     bench(&mut g, dev, name, floats(total), || {
         reduce::global_norm_into(dev, &refs, &mut norm).unwrap()
     });
-    // dbias of the FFN up projection: column sums of dout [rows, 3072].
-    let (r, f) = (s.rows(), s.ffn);
-    let x = upload(dev, r * f);
-    let mut out = zeros(dev, f);
-    let name = format!("column_sum {r}x{f} accumulate [bytes]");
-    bench(&mut g, dev, name, floats(r * f + 2 * f), || {
-        reduce::column_sum(dev, &mut out, &x, r, f, true).unwrap()
-    });
+    // dbias of the FFN up projection and of the hidden-size projections: column sums of dout
+    // [rows, 3072] and [rows, 768].
+    for f in [s.ffn, s.hidden] {
+        let r = s.rows();
+        let x = upload(dev, r * f);
+        let mut out = zeros(dev, f);
+        let name = format!("column_sum {r}x{f} accumulate [bytes]");
+        bench(&mut g, dev, name, floats(r * f + 2 * f), || {
+            reduce::column_sum(dev, &mut out, &x, r, f, true).unwrap()
+        });
+    }
     g.finish();
 }
 

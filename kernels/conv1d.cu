@@ -10,6 +10,10 @@
 // dx is the same kind of GEMM with M = cin_g, N = B*Lin split by stride phase, reduction over the
 // (co, k) that can hit, its second operand gathered from dout; for few channels per group (the waveform layer) one thread per input element
 // is cheaper. dbias: one block per channel with a fixed-order block sum. Backward accumulates.
+// dweight and dbias reduce over all B*Lout positions; a launch that would not fill the GPU splits that
+// reduction into S chunks (grid dimension), writes S partial results to a workspace and adds them in
+// chunk order with sum_partials_f32 (kernels/reduce.cu): deterministic, no atomics. Few taps per group
+// (cin_g*K <= 16, the waveform layer) take a bandwidth-bound kernel of their own.
 #include "common.cuh"
 
 #define THREADS 256
@@ -182,15 +186,19 @@ extern "C" __global__ void __launch_bounds__(THREADS)
 EMU_EXPORT(conv1d_backward_dx_gemm_f32)
 
 // dweight[g*cout_g + m, j = c*K + k] += Σ_{r = b*Lout + t} dout[b, g*cout_g + m, t] col[j][r].
-// grid (ceil(cin_g*K / 64), ceil(cout_g / 64), G), block THREADS.
+// Split reduction: block z = s*G + g reduces r in [s*chunk, min(R, (s+1)*chunk)). With partials
+// (S > 1 chunks) it stores its tile to partials[s] ([Cout, cin_g*K]) and sum_partials_f32 adds the S
+// tiles in order; without (S == 1) it accumulates straight into dweight.
+// grid (ceil(cin_g*K / 64), ceil(cout_g / 64), G * S), block THREADS.
 extern "C" __global__ void __launch_bounds__(THREADS)
-    conv1d_backward_dweight_f32(float* __restrict__ dweight, const float* __restrict__ dout,
-                                const float* __restrict__ x, int B, int Cin, int Cout, int Lin, int Lout, int K,
-                                int stride, int pad, int G) {
+    conv1d_backward_dweight_f32(float* __restrict__ dweight, float* __restrict__ partials,
+                                const float* __restrict__ dout, const float* __restrict__ x, int B, int Cin,
+                                int Cout, int Lin, int Lout, int K, int stride, int pad, int G, int chunk) {
   __shared__ float Ds[TILE_K][PITCH];  // [r][m]
   __shared__ float Xs[TILE_K][PITCH];  // [r][n]
-  const int cin_g = Cin / G, cout_g = Cout / G, g = blockIdx.z;
+  const int cin_g = Cin / G, cout_g = Cout / G, g = blockIdx.z % G, split = blockIdx.z / G;
   const int NW = cin_g * K, R = B * Lout;
+  const int r_begin = split * chunk, r_end = min(R, r_begin + chunk);
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int m0 = blockIdx.y * TILE, n0 = blockIdx.x * TILE;
   // Both operands load with r fastest (consecutive t: contiguous in dout, stride apart in x), so a
@@ -210,9 +218,9 @@ extern "C" __global__ void __launch_bounds__(THREADS)
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
 
-  for (int r0 = 0; r0 < R; r0 += TILE_K) {
+  for (int r0 = r_begin; r0 < r_end; r0 += TILE_K) {
     const int r = r0 + lr;
-    const bool r_ok = r < R;
+    const bool r_ok = r < r_end;
     const int b = r_ok ? r / Lout : 0, t = r - b * Lout;
     const float* db = dout + (long long)b * Cout * Lout + t;
     const float* xb = xg + (long long)b * Cin * Lin;
@@ -226,27 +234,144 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     __syncthreads();
   }
 
+  float* dst = partials != nullptr ? partials + (long long)split * Cout * NW : dweight;
   for (int i = 0; i < 4; ++i) {
     const int m = m0 + ty + 16 * i;
     if (m >= cout_g) continue;
-    float* row = dweight + (long long)(g * cout_g + m) * NW;
+    float* row = dst + (long long)(g * cout_g + m) * NW;
     for (int j = 0; j < 4; ++j) {
       const int n = n0 + tx + 16 * j;
-      if (n < NW) row[n] += acc[i][j];
+      if (n < NW) row[n] = partials != nullptr ? acc[i][j] : row[n] + acc[i][j];
     }
   }
 }
 EMU_EXPORT(conv1d_backward_dweight_f32)
 
-// dbias[co] += Σ_{b, t} dout[b, co, t]: one block per output channel. grid (Cout), block THREADS.
+// Small-im2col dweight (cin_g*K <= SW_MAX, e.g. the waveform layer: 1 channel x 10 taps). There the
+// GEMM tile above wastes 54 of 64 columns; this is a bandwidth-bound reduction over dout instead.
+// Block (32, 8): lane = position, warp = SW_CH output channels, so a block covers 8*SW_CH channels of
+// one group and its chunk of r = b*Lout + t (split as in the tiled kernel, grid.y = chunk index s).
+// Each step gathers the im2col tile of SW_POS positions once into shared memory (all taps of all
+// channels of the group: batch boundaries and padding handled by the gather) and every warp reuses it
+// for its channels; dout is read coalesced (32 consecutive t per warp) straight into registers.
+// Offsets are 32-bit (the launcher checks that x and dout have < 2^31 elements). Registers: the
+// accumulators (SW_CH x SW_MAX) plus the in-flight dout values; capped at 128 for 2 blocks per SM.
+// grid (ceil(cout_g / (8*SW_CH)), S, G), block (32, 8).
+#define SW_MAX 16                             // largest cin_g*K
+#define SW_CH 2                               // output channels per thread
+#define SW_PER_LANE 4                         // positions per lane and step
+#define SW_POS (32 * SW_PER_LANE)             // positions per step
+#define SW_GATHER (SW_MAX * SW_POS / THREADS)  // tile entries gathered per thread and step
+extern "C" __global__ void __launch_bounds__(THREADS, 2)
+    conv1d_backward_dweight_small_f32(float* __restrict__ dweight, float* __restrict__ partials,
+                                      const float* __restrict__ dout, const float* __restrict__ x, int B,
+                                      int Cin, int Cout, int Lin, int Lout, int K, int stride, int pad, int G,
+                                      int chunk) {
+  __shared__ float cols[SW_MAX][SW_POS];  // cols[j][p] = col[j][r0 + p]
+  const int cin_g = Cin / G, cout_g = Cout / G, g = blockIdx.z, split = blockIdx.y;
+  const int NW = cin_g * K, R = B * Lout;
+  const int r_begin = split * chunk, r_end = min(R, r_begin + chunk);
+  const int lane = threadIdx.x, tid = threadIdx.y * 32 + lane;
+  const int co0 = blockIdx.x * (8 * SW_CH) + threadIdx.y * SW_CH;  // this thread's first channel
+  const int nco = min(SW_CH, cout_g - co0);                          // its valid channels (may be <= 0)
+  const float* dg = dout + (long long)(g * cout_g + max(min(co0, cout_g - 1), 0)) * Lout;
+  // Gather: thread tid fills cols[j][p] for p = tid % SW_POS and j = tid / SW_POS + (THREADS / SW_POS) i,
+  // so its position is fixed; the x offsets c*Lin + k - pad of its taps are computed once.
+  const int gp = tid % SW_POS, gj0 = tid / SW_POS;
+  int gofs[SW_GATHER];
+#pragma unroll
+  for (int i = 0; i < SW_GATHER; ++i) {
+    const int j = gj0 + (THREADS / SW_POS) * i, c = j / K;
+    gofs[i] = c * Lin + j - c * K - pad;
+  }
+  const float* xg = x + (long long)g * cin_g * Lin;
+  // (b, t) of the gather position and of the lane's positions, advanced by SW_POS per step
+  // (no division in the loop).
+  const int b0 = r_begin / Lout, t0 = r_begin - b0 * Lout;
+  int gb = b0, gt = t0 + gp;
+  while (gt >= Lout) gt -= Lout, ++gb;
+  int pb[SW_PER_LANE], pt[SW_PER_LANE];
+#pragma unroll
+  for (int i = 0; i < SW_PER_LANE; ++i) {
+    pb[i] = b0, pt[i] = t0 + lane + 32 * i;
+    while (pt[i] >= Lout) pt[i] -= Lout, ++pb[i];
+  }
+  float acc[SW_CH][SW_MAX];
+#pragma unroll
+  for (int c = 0; c < SW_CH; ++c)
+#pragma unroll
+    for (int j = 0; j < SW_MAX; ++j) acc[c][j] = 0.0f;
+
+  for (int r0 = r_begin; r0 < r_end; r0 += SW_POS) {
+    float dv[SW_CH][SW_PER_LANE];  // issued first: in flight while the tile is gathered
+#pragma unroll
+    for (int i = 0; i < SW_PER_LANE; ++i) {
+      const bool ok = r0 + lane + 32 * i < r_end;
+      const int o = ok ? pb[i] * Cout * Lout + pt[i] : 0;
+#pragma unroll
+      for (int c = 0; c < SW_CH; ++c) dv[c][i] = ok && c < nco ? dg[o + c * Lout] : 0.0f;
+    }
+    const bool g_ok = r0 + gp < r_end;
+    const int xo = g_ok ? gb * Cin * Lin + gt * stride : 0;
+#pragma unroll
+    for (int i = 0; i < SW_GATHER; ++i) {
+      const int j = gj0 + (THREADS / SW_POS) * i;
+      const int s = gofs[i] - (j / K) * Lin + gt * stride;  // t*stride + k - pad
+      cols[j][gp] = g_ok && j < NW && s >= 0 && s < Lin ? xg[xo + gofs[i]] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < SW_PER_LANE; ++i) {
+#pragma unroll
+      for (int j = 0; j < SW_MAX; ++j) {
+        const float xv = cols[j][lane + 32 * i];  // lanes read consecutive p: no bank conflict
+#pragma unroll
+        for (int c = 0; c < SW_CH; ++c) acc[c][j] += dv[c][i] * xv;
+      }
+    }
+    __syncthreads();
+    for (gt += SW_POS; gt >= Lout;) gt -= Lout, ++gb;
+#pragma unroll
+    for (int i = 0; i < SW_PER_LANE; ++i)
+      for (pt[i] += SW_POS; pt[i] >= Lout;) pt[i] -= Lout, ++pb[i];
+  }
+
+  // Lanes hold partial sums over their positions: butterfly over the warp (fixed order), lane 0 writes.
+  float* dst = partials != nullptr ? partials + (long long)split * Cout * NW : dweight;
+  dst += (long long)(g * cout_g + co0) * NW;
+#pragma unroll
+  for (int c = 0; c < SW_CH; ++c) {
+#pragma unroll
+    for (int j = 0; j < SW_MAX; ++j) {
+      const float v = warp_sum(acc[c][j]);
+      if (lane == 0 && c < nco && j < NW) dst[c * NW + j] = partials != nullptr ? v : dst[c * NW + j] + v;
+    }
+  }
+}
+EMU_EXPORT(conv1d_backward_dweight_small_f32)
+
+// dbias[co] += Σ_{b, t} dout[b, co, t] over r = b*Lout + t in this block's chunk [s*chunk, ...): one
+// block per (channel, chunk), a fixed-order block sum; with partials (S > 1 chunks) the block stores
+// partials[s*Cout + co] instead (summed in order by sum_partials_f32). grid (Cout, S), block THREADS.
 extern "C" __global__ void __launch_bounds__(THREADS)
-    conv1d_backward_dbias_f32(float* __restrict__ dbias, const float* __restrict__ dout, int B, int Cout, int Lout) {
+    conv1d_backward_dbias_f32(float* __restrict__ dbias, float* __restrict__ partials,
+                              const float* __restrict__ dout, int B, int Cout, int Lout, int chunk) {
   __shared__ float scratch[32];
-  const int co = blockIdx.x;
+  const int co = blockIdx.x, split = blockIdx.y;
+  const int r_begin = split * chunk, r_end = min(B * Lout, r_begin + chunk);
+  // (b, t) of r advanced by blockDim.x per step: no division in the loop.
+  int r = r_begin + threadIdx.x, b = r / Lout, t = r - b * Lout;
   float acc = 0.0f;
-  for (int e = threadIdx.x; e < B * Lout; e += blockDim.x)
-    acc += dout[((long long)(e / Lout) * Cout + co) * Lout + e % Lout];
+  for (; r < r_end; r += blockDim.x) {
+    acc += dout[((long long)b * Cout + co) * Lout + t];
+    for (t += blockDim.x; t >= Lout;) t -= Lout, ++b;
+  }
   acc = block_sum(acc, scratch);
-  if (threadIdx.x == 0) dbias[co] += acc;
+  if (threadIdx.x == 0) {
+    if (partials != nullptr)
+      partials[(long long)split * Cout + co] = acc;
+    else
+      dbias[co] += acc;
+  }
 }
 EMU_EXPORT(conv1d_backward_dbias_f32)

@@ -5,8 +5,9 @@
 //! purely elementwise results must agree bit for bit.
 //! Kernels launched here (through src/cuda): attention_forward_f32, attention_backward_delta_f32,
 //! attention_backward_dq_f32, attention_backward_dkv_f32, conv1d_forward_f32, conv1d_backward_dx_f32,
-//! conv1d_backward_dx_gemm_f32, conv1d_backward_dweight_f32, conv1d_backward_dbias_f32,
-//! group_norm_forward_f32, group_norm_backward_dx_f32, group_norm_backward_params_f32, adamw_step_f32, dropout_apply_f32.
+//! conv1d_backward_dx_gemm_f32, conv1d_backward_dweight_f32, conv1d_backward_dweight_small_f32,
+//! conv1d_backward_dbias_f32, group_norm_forward_f32, group_norm_backward_dx_f32,
+//! group_norm_backward_params_f32, adamw_step_f32, dropout_apply_f32.
 
 use culturemert_raw::autograd::ParamStore;
 use culturemert_raw::cuda::adamw::{AdamwScalars, AdamwTensor};
