@@ -51,5 +51,5 @@ kernel_asan_tests() {
   CULTUREMERT_EMU_ASAN=1 CARGO_TARGET_DIR="$_nvrtc_root/target/asan" \
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="env LD_PRELOAD=$asan_lib ASAN_OPTIONS=detect_leaks=0" \
     cargo test --test emu_checks --test emu_kernels --test emu_kernels_model --test emu_kernels_layout \
-      --test emu_kernels_nce --test emu_kernels_cqt --test emu_kernels_tc "$@"
+      --test emu_kernels_nce --test emu_kernels_cqt --test emu_kernels_tc --test emu_kernels_reduce "$@"
 }

@@ -10,7 +10,7 @@
 # faster), and writes everything to $OUT (default: cpu-bench-<date>.md in the current directory).
 #
 # `embed` uses every core, so keep THREADS at the core count for that row.
-# Environment: THREADS [nproc], ROUNDS [2], SECONDS [5], CULTUREMERT_BIN [target/release/culturemert-raw,
+# Environment: THREADS [nproc], ROUNDS [2], CLIP_SECONDS [5], CULTUREMERT_BIN [target/release/culturemert-raw,
 # built if missing], WORK [a fresh mktemp -d: random model dir + synthetic clips].
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,11 +18,12 @@ cd "$(dirname "$0")/.."
 PY=${1:?usage: scripts/cpu-bench.sh PYTHON}
 THREADS=${THREADS:-$(nproc)}
 ROUNDS=${ROUNDS:-2}
-SECONDS_CLIP=${SECONDS:-5}
+SECONDS_CLIP=${CLIP_SECONDS:-5}
 BIN=${CULTUREMERT_BIN:-target/release/culturemert-raw}
 WORK=${WORK:-$(mktemp -d)}
 OUT=${OUT:-cpu-bench-$(date +%Y%m%d-%H%M).md}
 [ -x "$BIN" ] || cargo build --release --quiet
+mkdir -p "$WORK"
 log=$WORK/log.txt
 : >"$log"
 

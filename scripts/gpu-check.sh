@@ -20,7 +20,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 # emu_checks: it tests the emulator itself (skipped under cuda), and the archive must stay under 40 MB.
 TESTS="emu_kernels emu_kernels_attention_tc emu_kernels_cqt emu_kernels_layout emu_kernels_model
 emu_kernels_nce emu_kernels_tc emu_model_train model_golden train_fidelity embed_device emu_device
-device_profile golden_dir"
+emu_kernels_reduce device_profile golden_dir"
 BENCHES="kernels kernels_misc"
 
 die() { echo "gpu-check: $*" >&2; exit 1; }

@@ -50,8 +50,8 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// Every result of `run` (one per scheduling order, each run twice on its device) is bit-identical.
 fn assert_deterministic(what: &str, mut run: impl FnMut(&CudaDevice) -> Vec<Vec<f32>>) {
     let mut first: Option<Vec<Vec<u32>>> = None;
-    for order in ORDERS {
-        let dev = CudaDevice::emulated_with(order);
+    for order in common::orders(&ORDERS) {
+        let dev = common::device(order);
         for _ in 0..2 {
             let got: Vec<Vec<u32>> = run(&dev).iter().map(|v| bits(v)).collect();
             match &first {

@@ -95,6 +95,7 @@ const STREAMING: &[(&str, f64)] = &[
     ("group_norm_backward_dx_f32", 10.0),
     ("group_norm_backward_params_f32", 4.0),
     ("column_sum_f32", 1.0),
+    ("sum_partials_f32", 1.0),
     ("conv1d_backward_dbias_f32", 0.0),
     ("weight_norm_forward_rows_f32", 3.0),
     ("weight_norm_forward_cols_f32", 3.0),
@@ -141,6 +142,7 @@ pub fn launch_cost(rec: &LaunchRecord) -> Option<Cost> {
         if dir.starts_with("forward")
             || dir.starts_with("backward_dx")
             || dir == "backward_dweight_f32"
+            || dir == "backward_dweight_small_f32"
         {
             // (B, Cin, Cout, Lin, Lout, K, stride, pad, G)
             if i.len() < 9 {
