@@ -1,13 +1,13 @@
 """Compare `culturemert-raw embed` output with transformers on a full-size random MERT-v1-95M.
 
 Step 1 (Python): write a random-weight model directory and a test WAV (outside the repo):
-    python reference/compare_embed.py prepare --model-dir /tmp/mert95m-random
+    python reference/compare_embed.py prepare --model-dir MODEL_DIR
 Step 2 (Rust):
-    culturemert-raw embed --model /tmp/mert95m-random --layers all --out /tmp/emb.safetensors \
-        /tmp/mert95m-random/chord_7p3s.wav
+    culturemert-raw embed --model MODEL_DIR --layers all --out EMB.safetensors \
+        MODEL_DIR/chord_7p3s.wav
 Step 3 (Python): compare with transformers' 13 hidden states [13, T, 768]:
-    python reference/compare_embed.py check --model-dir /tmp/mert95m-random \
-        --embed-out /tmp/emb.safetensors [--normalize] [--tol 1e-4]
+    python reference/compare_embed.py check --model-dir MODEL_DIR \
+        --embed-out EMB.safetensors [--normalize] [--tol 1e-4]
 
 The model directory holds the MERT hub config.json (model_type "mert_model", as users have it),
 model.safetensors with the hub checkpoint's weight-norm spelling (encoder.pos_conv_embed.conv.

@@ -19,7 +19,7 @@ weights, saved with save_pretrained to DIR, and DIR/golden.safetensors for a 12.
 
 Randomisation: weight-norm g ~ U(0.5, 1.5) * ||v[o]|| (so w = g v/||v|| differs from v), LSTM biases
 ~ U(-0.1, 0.1), codebook q = N(0, 1) * std(residual before q) (codebooks start at zero in HF: every code 0).
-Run: python reference/make_golden_encodec.py [--full /tmp/encodec_full]
+Run: python reference/make_golden_encodec.py [--full FULL_DIR]
 """
 import argparse
 import json

@@ -9,7 +9,7 @@
 #
 # Environment (defaults in brackets):
 #   CULTUREMERT_BIN  binary [target/release/culturemert-raw, built with `cargo build --release` if missing]
-#   WORK             work dir, outside the repo [/tmp/culture-demo]; finished steps are reused on re-runs
+#   WORK             work dir [runs/culture-demo, git-ignored]; finished steps are reused on re-runs
 #   FORCE=1          wipe $WORK first
 #   CLIPS [40] per tradition, CLIP_SECONDS [5], BASE_STEPS [60], STAGE1_STEPS [30], STAGE2_STEPS [50],
 #   TRADITIONS ["makam hindustani carnatic lyra"], LAMBDA [0.2], SEEDS [3], THREADS [nproc]
@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${CULTUREMERT_BIN:-target/release/culturemert-raw}
-WORK=${WORK:-/tmp/culture-demo}
+WORK=${WORK:-runs/culture-demo}
 CLIPS=${CLIPS:-40}
 CLIP_SECONDS=${CLIP_SECONDS:-5}
 BASE_STEPS=${BASE_STEPS:-60}

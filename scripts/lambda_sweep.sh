@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${CULTUREMERT_BIN:-target/release/culturemert-raw}
-WORK=${WORK:-/tmp/culture-demo}
+WORK=${WORK:-runs/culture-demo}
 TRADITIONS=${TRADITIONS:-makam hindustani carnatic lyra}
 LAMBDAS=${LAMBDAS:-0.1 0.2 0.25 0.3 0.5 0.75 1.0}
 SEEDS=${SEEDS:-3}

@@ -115,14 +115,8 @@ pub fn group_norm_backward(
             let (mut sum_g, mut sum_gx) = (0.0f64, 0.0f64);
             for ci in 0..cg {
                 let w = weight[c0 + ci];
-                let (mut sg, mut sgx) = (0.0f32, 0.0f32);
-                for (&xv, &d) in xg[ci * len..(ci + 1) * len]
-                    .iter()
-                    .zip(&dg[ci * len..(ci + 1) * len])
-                {
-                    sg += d;
-                    sgx += d * (xv - m) * s;
-                }
+                let r = ci * len..(ci + 1) * len;
+                let (sg, sgx) = sums_d_dxhat(&xg[r.clone()], &dg[r], m, s);
                 sum_g += (sg * w) as f64;
                 sum_gx += (sgx * w) as f64;
             }
@@ -144,10 +138,9 @@ pub fn group_norm_backward(
             let bg = b * groups + c / cg;
             let (m, s) = (mean[bg], rstd[bg]);
             let off = (b * channels + c) * len;
-            for (&xv, &d) in x[off..off + len].iter().zip(&dout[off..off + len]) {
-                sw += d * (xv - m) * s;
-                sb += d;
-            }
+            let (g, gx) = sums_d_dxhat(&x[off..off + len], &dout[off..off + len], m, s);
+            sw += gx;
+            sb += g;
         }
         (sw, sb)
     };
@@ -180,4 +173,22 @@ pub fn group_norm_backward(
         }
         (None, None) => {}
     }
+}
+
+/// (Σ d, Σ d·(x - m)·s) over one channel, in 16 interleaved lanes (a fixed order that vectorizes).
+fn sums_d_dxhat(x: &[f32], d: &[f32], m: f32, s: f32) -> (f32, f32) {
+    let (mut g, mut gx) = ([0.0f32; 16], [0.0f32; 16]);
+    let (mut xc, mut dc) = (x.chunks_exact(16), d.chunks_exact(16));
+    for (xs, ds) in (&mut xc).zip(&mut dc) {
+        for i in 0..16 {
+            g[i] += ds[i];
+            gx[i] += ds[i] * (xs[i] - m) * s;
+        }
+    }
+    let (mut tg, mut tgx) = (0.0f32, 0.0f32);
+    for (&xv, &dv) in xc.remainder().iter().zip(dc.remainder()) {
+        tg += dv;
+        tgx += dv * (xv - m) * s;
+    }
+    (g.iter().sum::<f32>() + tg, gx.iter().sum::<f32>() + tgx)
 }

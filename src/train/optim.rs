@@ -306,10 +306,27 @@ pub fn grad_norm(store: &ParamStore) -> f64 {
         .iter()
         .filter(|p| !p.frozen)
         .filter_map(|p| p.grad.as_deref())
-        .flat_map(|g| g.iter())
-        .map(|&v| (v as f64) * (v as f64))
+        .map(sum_squares)
         .sum::<f64>()
         .sqrt()
+}
+
+/// Σ v² in f64 over 8 interleaved lanes (a fixed order the compiler vectorizes; one sequential
+/// chain of adds over ~1e8 values costs ~0.1 s).
+fn sum_squares(g: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut chunks = g.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += (v as f64) * (v as f64);
+        }
+    }
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum();
+    acc.iter().sum::<f64>() + tail
 }
 
 /// Result of `clip_grad_norm`.
