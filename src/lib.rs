@@ -4,6 +4,7 @@
 //! `device` + `cuda` (CUDA runtime, host emulator, kernel launchers), `autograd` (the tape),
 //! `model` (MERT, heads, teachers), `audio`, `train`, `eval`, `merge`, `cli`.
 
+pub mod alloc;
 pub mod audio;
 pub mod autograd;
 pub mod cli;

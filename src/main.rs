@@ -1,5 +1,9 @@
 use clap::{Parser, Subcommand};
+use culturemert_raw::alloc::RecyclingAlloc;
 use culturemert_raw::cli;
+
+#[global_allocator]
+static ALLOC: RecyclingAlloc = RecyclingAlloc::new();
 
 /// culturemert-raw: train and run MERT-style music foundation models on bare CUDA (or the CPU).
 #[derive(Parser)]
