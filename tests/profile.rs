@@ -36,13 +36,7 @@ fn profile_counts_outermost_ops_with_their_flops() {
         groups: 2,
     };
     let mut y = vec![0.0; 2 * 6 * s.out_len()];
-    conv1d_forward(
-        &mut y,
-        &vec![1.0; 2 * 4 * 20],
-        &vec![1.0; 6 * 2 * 3],
-        None,
-        &s,
-    );
+    conv1d_forward(&mut y, &vec![1.0; 2 * 4 * 20], &[1.0; 6 * 2 * 3], None, &s);
     profile::enable(false);
     let mut out2 = vec![0.0; rows * outf];
     linear_forward(
