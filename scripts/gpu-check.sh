@@ -71,8 +71,11 @@ bundle() {
   local bytes
   bytes=$(wc -c <"$archive")
   echo "gpu-check: bundle $archive: $bytes bytes ($profile build)"
-  if [ "$profile" = release ] && [ "$bytes" -ge 40000000 ]; then
-    die "bundle is over 40 MB"
+  # Aim: under 40 MB; hard limit: what a device session can carry (64 MiB).
+  if [ "$profile" = release ] && [ "$bytes" -ge 64000000 ]; then
+    die "bundle is over 64 MB"
+  elif [ "$profile" = release ] && [ "$bytes" -ge 40000000 ]; then
+    echo "gpu-check: warning: bundle is over the 40 MB aim" >&2
   fi
 }
 
