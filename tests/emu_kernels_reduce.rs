@@ -18,25 +18,7 @@ use culturemert_raw::ops::conv1d::Conv1dShape;
 const ORDERS: [Schedule; 2] = [Schedule::Forward, Schedule::Reverse];
 
 mod common;
-use common::random;
-
-/// Largest |got - want| / (1 + |want|); panics on length mismatch or NaN.
-fn max_rel_err(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len());
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| {
-            assert!(g.is_finite(), "non-finite result {g} (want {w})");
-            (g - w).abs() / (1.0 + w.abs())
-        })
-        .fold(0.0, f32::max)
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    let err = max_rel_err(got, want);
-    println!("{what}: max rel err {err:.3e} (tol {tol:.1e})");
-    assert!(err <= tol, "{what}: max rel err {err:.3e} > {tol:.1e}");
-}
+use common::{assert_close, random};
 
 /// 4 n eps: the bound for an f32 reduction of n terms summed in another order.
 fn sum_tol(n: usize) -> f32 {

@@ -106,3 +106,22 @@ pub fn resolve_golden_dir(env: Option<PathBuf>, exe: Option<&Path>, manifest: &P
 pub fn golden(rel: &str) -> PathBuf {
     golden_dir().join(rel)
 }
+
+/// Largest |got - want| / (1 + |want|); panics on length mismatch or NaN.
+pub fn max_rel_err(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| {
+            assert!(g.is_finite(), "non-finite result {g} (want {w})");
+            (g - w).abs() / (1.0 + w.abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Asserts `max_rel_err(got, want) <= tol`, printing the error.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let err = max_rel_err(got, want);
+    println!("{what}: max rel err {err:.3e} (tol {tol:.1e})");
+    assert!(err <= tol, "{what}: max rel err {err:.3e} > {tol:.1e}");
+}
