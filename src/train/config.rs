@@ -5,32 +5,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Presets embedded in the binary, by name.
-pub const PRESETS: [(&str, &str); 8] = [
-    ("demo", include_str!("../../presets/demo.toml")),
-    (
-        "culturemert",
-        include_str!("../../presets/culturemert.toml"),
-    ),
-    (
-        "culturemert-alpha10",
-        include_str!("../../presets/culturemert-alpha10.toml"),
-    ),
-    ("makammert", include_str!("../../presets/makammert.toml")),
-    (
-        "hindustanimert",
-        include_str!("../../presets/hindustanimert.toml"),
-    ),
-    (
-        "carnaticmert",
-        include_str!("../../presets/carnaticmert.toml"),
-    ),
-    ("lyramert", include_str!("../../presets/lyramert.toml")),
-    (
-        "mert-scratch",
-        include_str!("../../presets/mert-scratch.toml"),
-    ),
-];
+pub use crate::train::preset::PRESETS;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -144,8 +119,17 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// Parse TOML text, apply `key=value` overrides, validate.
     pub fn from_toml(text: &str, overrides: &[String], origin: &str) -> Result<Self> {
-        let mut value: toml::Value =
-            toml::from_str(text).with_context(|| format!("{origin}: invalid TOML"))?;
+        Self::from_toml_in(text, overrides, origin, None)
+    }
+
+    /// [`Self::from_toml`] for text read from a file in `dir` (an `extends` path is relative to it).
+    fn from_toml_in(
+        text: &str,
+        overrides: &[String],
+        origin: &str,
+        dir: Option<&Path>,
+    ) -> Result<Self> {
+        let mut value = crate::train::preset::parse_with_extends(text, origin, dir)?;
         for o in overrides {
             apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
         }
@@ -157,17 +141,15 @@ impl TrainConfig {
     }
 
     pub fn preset(name: &str, overrides: &[String]) -> Result<Self> {
-        let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name) else {
-            let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
-            bail!("unknown preset {name:?}; presets: {}", names.join(", "));
-        };
+        let text = crate::train::preset::preset_text(name)?;
         Self::from_toml(text, overrides, &format!("preset {name}"))
     }
 
     pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Self::from_toml(&text, overrides, &path.display().to_string())
+        let origin = path.display().to_string();
+        Self::from_toml_in(&text, overrides, &origin, path.parent())
     }
 
     pub fn total_steps(&self) -> usize {

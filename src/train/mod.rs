@@ -8,5 +8,6 @@ pub mod mixup;
 pub mod objective;
 pub mod optim;
 pub mod plot;
+pub mod preset;
 pub mod schedule;
 pub mod trainer;
