@@ -3,10 +3,9 @@
 
 use anyhow::{ensure, Context, Result};
 
-use super::forward::{pos_dims, ConvNorm, CudaForward};
+use super::forward::CudaForward;
 use super::{Buf, CudaMert};
-use crate::cuda::{conv1d, elementwise, gelu, group_norm, layout, weight_norm};
-use crate::model::weights::{POS_CONV_G, POS_CONV_V};
+use crate::cuda::layout;
 
 impl CudaMert {
     /// Backward from the seeds `d_hidden` (one per hidden state, None = zero) and `d_features`
@@ -86,66 +85,7 @@ impl CudaMert {
         }
 
         // Positional conv: d(h) gets the residual gradient plus the conv path's.
-        let d_pos = self.transposed(&d, batch, frames, hidden)?;
-        let mut d_pos_conv = self.zeros(d_pos.len())?;
-        gelu::gelu_backward(&dev, &mut d_pos_conv, &d_pos, &s.pos_conv)?;
-        drop(d_pos);
-        let pshape = self.pos_conv_shape(batch, frames);
-        if pshape.out_len() != frames {
-            let mut full = self.zeros(batch * hidden * pshape.out_len())?;
-            layout::narrow_last_backward(
-                &dev,
-                &mut full,
-                &d_pos_conv,
-                batch * hidden,
-                pshape.out_len(),
-                frames,
-            )?;
-            d_pos_conv = full;
-        }
-        let (g, v) = (self.params.id(POS_CONV_G)?, self.params.id(POS_CONV_V)?);
-        let bias = self.params.id("encoder.pos_conv_embed.conv.bias")?;
-        let need_w = self.params.is_trainable(g) || self.params.is_trainable(v);
-        let mut d_pos_in = self.zeros(rows * hidden)?;
-        let mut d_weight = if need_w {
-            Some(self.zeros(s.pos_weight.len())?)
-        } else {
-            None
-        };
-        {
-            let (_, d_bias, _) = self.params.value_and_grads(bias, None);
-            conv1d::conv1d_backward(
-                &dev,
-                Some(&mut d_pos_in),
-                d_weight.as_mut(),
-                d_bias,
-                &d_pos_conv,
-                &s.pos_in,
-                &s.pos_weight,
-                &pshape,
-            )
-            .context("positional conv backward")?;
-        }
-        drop((d_pos_conv, s.pos_in, s.pos_conv));
-        if let Some(dw) = d_weight {
-            let dims = pos_dims(&self.params.shapes[v])?;
-            let p = &mut self.params;
-            let [dg, dv] = p.grads.get_disjoint_mut([g, v]).expect("distinct ids");
-            weight_norm::weight_norm_backward(
-                &dev,
-                dg.as_mut(),
-                dv.as_mut(),
-                &dw,
-                &p.values[g],
-                &p.values[v],
-                &s.pos_norms,
-                dims,
-                2,
-            )
-            .context("positional conv weight norm backward")?;
-        }
-        layout::transpose_last2(&dev, &mut d, &d_pos_in, batch, hidden, frames, true)?;
-        drop(d_pos_in);
+        self.positional_backward(&mut d, s.positional, batch, frames)?;
 
         // Masking, projection dropout, projection and its LayerNorm.
         if let Some(valid) = &frame_valid {
@@ -212,121 +152,6 @@ impl CudaMert {
             frames,
             opts.feature_grad_mult,
         )
-    }
-
-    /// Backward through the conv stack from d(features) [B, T, C]; stops as soon as no layer below
-    /// has a trainable parameter (a frozen feature extractor costs nothing).
-    fn conv_stack_backward(
-        &mut self,
-        mut convs: Vec<super::forward::ConvSaved>,
-        audio: Buf,
-        d_feat: Buf,
-        batch: usize,
-        frames: usize,
-        grad_mult: Option<f32>,
-    ) -> Result<()> {
-        let dev = self.dev.clone();
-        let n = convs.len();
-        let trainable_upto: Vec<bool> =
-            (0..n)
-                .scan(false, |any, i| {
-                    let pre = format!("feature_extractor.conv_layers.{i}.");
-                    *any |=
-                        self.params.names.iter().enumerate().any(|(id, name)| {
-                            name.starts_with(&pre) && self.params.is_trainable(id)
-                        });
-                    Some(*any)
-                })
-                .collect();
-        if !trainable_upto[n - 1] {
-            return Ok(());
-        }
-        let conv_ch = d_feat.len() / (batch * frames);
-        let mut dx = self.transposed(&d_feat, batch, frames, conv_ch)?;
-        drop(d_feat);
-        if let Some(m) = grad_mult {
-            let mut scaled = dev.alloc(dx.len())?;
-            elementwise::scale(&dev, &mut scaled, &dx, m)?;
-            dx = scaled;
-        }
-        for i in (0..n).rev() {
-            let c = convs.pop().expect("one saved entry per conv layer");
-            let pre = format!("feature_extractor.conv_layers.{i}");
-            let mut d_gelu_in = self.zeros(dx.len())?;
-            gelu::gelu_backward(
-                &dev,
-                &mut d_gelu_in,
-                &dx,
-                c.gelu_in.as_ref().unwrap_or(&c.conv_out),
-            )?;
-            drop(dx);
-            let (ch, len) = (c.shape.out_channels, c.shape.out_len());
-            let d_conv = match &c.norm {
-                ConvNorm::None => d_gelu_in,
-                ConvNorm::Group { mean, rstd } => {
-                    let mut d = self.zeros(d_gelu_in.len())?;
-                    let w = self.params.id(&format!("{pre}.layer_norm.weight"))?;
-                    let b = self.params.id(&format!("{pre}.layer_norm.bias"))?;
-                    let (weight, dw, db) = self.params.value_and_grads(w, Some(b));
-                    group_norm::group_norm_backward(
-                        &dev,
-                        Some(&mut d),
-                        dw,
-                        db,
-                        &d_gelu_in,
-                        &c.conv_out,
-                        weight,
-                        mean,
-                        rstd,
-                        batch,
-                        ch,
-                        len,
-                        ch,
-                    )
-                    .with_context(|| format!("{pre}.layer_norm backward"))?;
-                    d
-                }
-                ConvNorm::Layer { input, mean, rstd } => {
-                    let d_t = self.transposed(&d_gelu_in, batch, ch, len)?;
-                    let mut d_in = self.zeros(d_t.len())?;
-                    self.layer_norm_backward(
-                        &format!("{pre}.layer_norm"),
-                        &mut d_in,
-                        &d_t,
-                        input,
-                        mean,
-                        rstd,
-                    )?;
-                    self.transposed(&d_in, batch, len, ch)?
-                }
-            };
-            let need_dx = i > 0 && trainable_upto[i - 1];
-            let input = c.input.as_ref().unwrap_or(&audio);
-            let mut d_in = if need_dx {
-                Some(self.zeros(input.len())?)
-            } else {
-                None
-            };
-            let w = self.params.id(&format!("{pre}.conv.weight"))?;
-            let b = self.params.id_opt(&format!("{pre}.conv.bias"));
-            let (weight, dw, db) = self.params.value_and_grads(w, b);
-            conv1d::conv1d_backward(
-                &dev,
-                d_in.as_mut(),
-                dw,
-                db,
-                &d_conv,
-                input,
-                weight,
-                &c.shape,
-            )
-            .with_context(|| format!("conv layer {i} backward"))?;
-            match d_in {
-                Some(d) => dx = d,
-                None => break,
-            }
-        }
-        Ok(())
     }
 
     /// x [B, R, C] -> [B, C, R] in a new buffer.

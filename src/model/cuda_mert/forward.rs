@@ -2,47 +2,19 @@
 
 use anyhow::{ensure, Context, Result};
 
+use super::conv_stack::ConvSaved;
+use super::positional::PositionalSaved;
 use super::{Buf, CudaMert};
 use crate::cuda::tensor_core;
-use crate::cuda::{
-    conv1d, dropout, elementwise, gelu, gemm, group_norm, layer_norm, layout, weight_norm,
-};
+use crate::cuda::{dropout, gelu, gemm, layer_norm, layout};
 use crate::device::{CudaDevice, DeviceBuffer};
 use crate::model::mert::ForwardOptions;
-use crate::model::weights::{self, POS_CONV_G, POS_CONV_V};
+use crate::model::weights;
 use crate::ops::attention::AttentionDropout;
-use crate::ops::conv1d::Conv1dShape;
 use crate::ops::dropout::dropout_hash;
 
 /// GroupNorm / conv LayerNorm eps (torch's default; see `mert.rs`).
 pub(super) const CONV_NORM_EPS: f32 = 1e-5;
-
-/// Normalisation of one conv layer, with what its backward needs.
-pub(super) enum ConvNorm {
-    None,
-    /// GroupNorm over [B, C, T] (MERT-v1-95M layer 0); input = the conv output.
-    Group {
-        mean: Buf,
-        rstd: Buf,
-    },
-    /// LayerNorm over channels: the conv output transposed to [B, T, C] is its input.
-    Layer {
-        input: Buf,
-        mean: Buf,
-        rstd: Buf,
-    },
-}
-
-pub(super) struct ConvSaved {
-    pub shape: Conv1dShape,
-    /// The layer's input (the previous GELU output); None for layer 0, whose input is the audio.
-    pub input: Option<Buf>,
-    /// The conv output [B, C, T] (GroupNorm input; the GELU input when there is no norm).
-    pub conv_out: Buf,
-    pub norm: ConvNorm,
-    /// The GELU input when a norm precedes it.
-    pub gelu_in: Option<Buf>,
-}
 
 /// One encoder layer's saved activations (post-LN and pre-LN forms share the struct).
 pub(super) struct LayerSaved {
@@ -75,13 +47,8 @@ pub(super) struct Saved {
     pub proj_ln: Option<(Buf, Buf, Buf)>,
     pub proj_dropout_seed: u64,
     pub mask_time: Option<DeviceBuffer<u8>>,
-    /// Encoder input after masking/zeroing, transposed to [B, H, T] (the positional conv input).
-    pub pos_in: Buf,
-    /// Weight-normed positional conv weight and the norms of v.
-    pub pos_weight: Buf,
-    pub pos_norms: Buf,
-    /// The narrowed positional conv output [B, H, T] (GELU input).
-    pub pos_conv: Buf,
+    /// The positional conv embedding's input, weight and output.
+    pub positional: PositionalSaved,
     /// Post-LN: encoder.layer_norm input and stats.
     pub enc_ln: Option<(Buf, Buf, Buf)>,
     pub enc_dropout_seed: u64,
@@ -115,6 +82,9 @@ impl CudaForward {
         dev.dtoh(h)
     }
 }
+
+/// Layer inputs, saved activations per layer (None when LayerDrop skipped it), and the last output.
+type LayersForward = (Vec<Buf>, Vec<Option<LayerSaved>>, Buf);
 
 /// The dropout seed sequence of `Mert::forward`: one draw per dropout site, in call order.
 struct DropoutSeeds(u64);
@@ -186,7 +156,7 @@ impl CudaMert {
         Ok((out, mean, rstd))
     }
 
-    fn gelu(&self, x: &Buf) -> Result<Buf> {
+    pub(super) fn gelu(&self, x: &Buf) -> Result<Buf> {
         let mut out = self.dev.alloc(x.len())?;
         gelu::gelu_forward(&self.dev, &mut out, x)?;
         Ok(out)
@@ -219,93 +189,10 @@ impl CudaMert {
         let mut seeds = DropoutSeeds(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let audio_buf = dev.htod(audio)?;
 
-        // Feature extractor: [B, 1, L] -> [B, C, T].
-        let mut convs = Vec::new();
-        let mut x_len = samples;
-        let mut in_ch = 1;
-        let mut x: Option<Buf> = None;
-        for i in 0..cfg.conv_dim.len() {
-            let pre = format!("feature_extractor.conv_layers.{i}");
-            let shape = Conv1dShape {
-                batch,
-                in_channels: in_ch,
-                out_channels: cfg.conv_dim[i],
-                in_len: x_len,
-                kernel: cfg.conv_kernel[i],
-                stride: cfg.conv_stride[i],
-                padding: 0,
-                groups: 1,
-            };
-            let (t, c) = (shape.out_len(), shape.out_channels);
-            let p = &self.params;
-            let w = p.id(&format!("{pre}.conv.weight"))?;
-            let b = p.id_opt(&format!("{pre}.conv.bias"));
-            let input = x.take(); // None: layer 0 reads the audio
-            let mut conv_out = dev.alloc(batch * c * t)?;
-            conv1d::conv1d_forward(
-                dev,
-                &mut conv_out,
-                input.as_ref().unwrap_or(&audio_buf),
-                &p.values[w],
-                b.map(|b| &p.values[b]),
-                &shape,
-            )
-            .with_context(|| format!("conv layer {i}"))?;
-            let norm_name = format!("{pre}.layer_norm");
-            let (norm, gelu_in) = if cfg.feat_extract_norm == "layer" {
-                let tin = self.transposed(&conv_out, batch, c, t)?;
-                let (n, mean, rstd) =
-                    self.layer_norm(&tin, batch * t, &norm_name, CONV_NORM_EPS)?;
-                let back = self.transposed(&n, batch, t, c)?;
-                (
-                    ConvNorm::Layer {
-                        input: tin,
-                        mean,
-                        rstd,
-                    },
-                    Some(back),
-                )
-            } else if i == 0 {
-                let (w, b) = (
-                    p.id(&format!("{norm_name}.weight"))?,
-                    p.id(&format!("{norm_name}.bias"))?,
-                );
-                let mut out = dev.alloc(conv_out.len())?;
-                let mut mean = dev.alloc(batch * c)?;
-                let mut rstd = dev.alloc(batch * c)?;
-                group_norm::group_norm_forward(
-                    dev,
-                    &mut out,
-                    &mut mean,
-                    &mut rstd,
-                    &conv_out,
-                    &p.values[w],
-                    &p.values[b],
-                    batch,
-                    c,
-                    t,
-                    c,
-                    CONV_NORM_EPS,
-                )?;
-                (ConvNorm::Group { mean, rstd }, Some(out))
-            } else {
-                (ConvNorm::None, None)
-            };
-            x = Some(self.gelu(gelu_in.as_ref().unwrap_or(&conv_out))?);
-            if record {
-                convs.push(ConvSaved {
-                    shape,
-                    input,
-                    conv_out,
-                    norm,
-                    gelu_in,
-                });
-            }
-            x_len = t;
-            in_ch = c;
-        }
-        let conv_last = x.expect("at least one conv layer");
-        let (frames, conv_ch) = (x_len, in_ch);
+        // Feature extractor: [B, 1, L] -> [B, C, T] -> features [B, T, C].
+        let (conv_last, convs) = self.conv_stack_forward(&audio_buf, batch, samples, record)?;
+        let conv_ch = *cfg.conv_dim.last().expect("at least one conv layer");
+        let frames = conv_last.len() / (batch * conv_ch);
         let features = self.transposed(&conv_last, batch, conv_ch, frames)?; // [B, T, C]
 
         let (frame_lengths, frame_valid) =
@@ -359,40 +246,9 @@ impl CudaMert {
             h = out;
         }
 
-        // Positional conv embedding: GELU(weight-normed grouped conv), last frame dropped for even k.
-        let pos_in = self.transposed(&h, batch, frames, hidden)?;
-        let (pos_weight, pos_norms) = self.positional_weight()?;
-        let pshape = self.pos_conv_shape(batch, frames);
-        let mut pconv = dev.alloc(batch * hidden * pshape.out_len())?;
-        let bias = self.params.id("encoder.pos_conv_embed.conv.bias")?;
-        conv1d::conv1d_forward(
-            dev,
-            &mut pconv,
-            &pos_in,
-            &pos_weight,
-            Some(&self.params.values[bias]),
-            &pshape,
-        )
-        .context("positional conv")?;
-        let pos_conv = if pshape.out_len() != frames {
-            let mut n = dev.alloc(batch * hidden * frames)?;
-            layout::narrow_last(
-                dev,
-                &mut n,
-                &pconv,
-                batch * hidden,
-                pshape.out_len(),
-                frames,
-            )?;
-            n
-        } else {
-            pconv
-        };
-        let pos = self.transposed(&self.gelu(&pos_conv)?, batch, hidden, frames)?;
-        let mut h2 = dev.alloc(h.len())?;
-        elementwise::add(dev, &mut h2, &h, &pos)?;
-        drop((h, pos));
-
+        // Positional conv embedding: h + GELU(weight-normed grouped conv of h).
+        let (h2, pos) = self.positional_forward(&h, batch, frames)?;
+        drop(h);
         let post_ln = !cfg.do_stable_layer_norm;
         let (mut h, enc_ln) = if post_ln {
             let (out, mean, rstd) =
@@ -404,10 +260,65 @@ impl CudaMert {
         let enc_dropout_seed = seeds.next();
         h = self.dropout(h, cfg.hidden_dropout, enc_dropout_seed, train)?;
 
-        let mut hidden_states = Vec::with_capacity(cfg.num_hidden_layers + 1);
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        let (mut hidden_states, layers, mut h) = self.layers_forward(
+            h,
+            batch,
+            frames,
+            frame_valid.as_ref(),
+            opts,
+            &mut seeds,
+            record,
+        )?;
+        let final_ln = if post_ln {
+            None
+        } else {
+            let (out, mean, rstd) =
+                self.layer_norm(&h, rows, "encoder.layer_norm", cfg.layer_norm_eps)?;
+            Some((std::mem::replace(&mut h, out), mean, rstd))
+        };
+        hidden_states.push(h);
+
+        let saved = record.then(|| Saved {
+            audio: audio_buf,
+            convs,
+            proj_ln,
+            proj_dropout_seed,
+            mask_time,
+            positional: pos,
+            enc_ln,
+            enc_dropout_seed,
+            layers,
+            final_ln,
+        });
+        Ok(CudaForward {
+            hidden_states,
+            features,
+            frame_lengths,
+            batch,
+            frames,
+            frame_valid,
+            opts: opts.clone(),
+            saved,
+        })
+    }
+
+    /// The transformer layers on h [B, T, H] with LayerDrop: (each layer's input, per layer what
+    /// backward needs or None when dropped, the last layer's output).
+    #[allow(clippy::too_many_arguments)]
+    fn layers_forward(
+        &self,
+        mut h: Buf,
+        batch: usize,
+        frames: usize,
+        key_valid: Option<&DeviceBuffer<u8>>,
+        opts: &ForwardOptions,
+        seeds: &mut DropoutSeeds,
+        record: bool,
+    ) -> Result<LayersForward> {
+        let (cfg, dev, train) = (&self.config, &self.dev, opts.train);
+        let mut hidden_states: Vec<Buf> = Vec::with_capacity(cfg.num_hidden_layers + 1);
+        let mut layers: Vec<Option<LayerSaved>> = Vec::with_capacity(cfg.num_hidden_layers);
         let mut layer_rng = weights::InitRng::new(opts.seed ^ 0x5EED_1A7E_D409);
-        let key_valid = frame_valid.as_ref();
         for l in 0..cfg.num_hidden_layers {
             if train && cfg.layerdrop > 0.0 && (layer_rng.uniform() as f32) < cfg.layerdrop {
                 let mut copy = dev.alloc(h.len())?;
@@ -435,81 +346,6 @@ impl CudaMert {
             hidden_states.push(std::mem::replace(&mut h, out));
             layers.push(saved);
         }
-        let final_ln = if post_ln {
-            None
-        } else {
-            let (out, mean, rstd) =
-                self.layer_norm(&h, rows, "encoder.layer_norm", cfg.layer_norm_eps)?;
-            Some((std::mem::replace(&mut h, out), mean, rstd))
-        };
-        hidden_states.push(h);
-
-        let saved = record.then(|| Saved {
-            audio: audio_buf,
-            convs,
-            proj_ln,
-            proj_dropout_seed,
-            mask_time,
-            pos_in,
-            pos_weight,
-            pos_norms,
-            pos_conv,
-            enc_ln,
-            enc_dropout_seed,
-            layers,
-            final_ln,
-        });
-        Ok(CudaForward {
-            hidden_states,
-            features,
-            frame_lengths,
-            batch,
-            frames,
-            frame_valid,
-            opts: opts.clone(),
-            saved,
-        })
+        Ok((hidden_states, layers, h))
     }
-
-    pub(super) fn pos_conv_shape(&self, batch: usize, frames: usize) -> Conv1dShape {
-        let cfg = &self.config;
-        let k = cfg.num_conv_pos_embeddings;
-        Conv1dShape {
-            batch,
-            in_channels: cfg.hidden_size,
-            out_channels: cfg.hidden_size,
-            in_len: frames,
-            kernel: k,
-            stride: 1,
-            padding: k / 2,
-            groups: cfg.num_conv_pos_embedding_groups,
-        }
-    }
-
-    /// w = g * v / ||v|| over dims (0, 1) per kernel tap (torch weight_norm, dim = 2).
-    fn positional_weight(&self) -> Result<(Buf, Buf)> {
-        let p = &self.params;
-        let (g, v) = (p.id(POS_CONV_G)?, p.id(POS_CONV_V)?);
-        let dims = pos_dims(&p.shapes[v])?;
-        let mut w = self.dev.alloc(p.values[v].len())?;
-        let mut norms = self.dev.alloc(dims[2])?;
-        weight_norm::weight_norm_forward(
-            &self.dev,
-            &mut w,
-            &mut norms,
-            &p.values[g],
-            &p.values[v],
-            dims,
-            2,
-        )?;
-        Ok((w, norms))
-    }
-}
-
-pub(super) fn pos_dims(shape: &[usize]) -> Result<[usize; 3]> {
-    ensure!(
-        shape.len() == 3,
-        "positional conv weight_v has shape {shape:?}"
-    );
-    Ok([shape[0], shape[1], shape[2]])
 }

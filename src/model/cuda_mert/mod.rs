@@ -5,8 +5,10 @@
 //! LayerDrop draws, same padding rules), so the CPU backend is the oracle for every tensor here.
 
 mod backward;
+mod conv_stack;
 mod forward;
 mod layer;
+mod positional;
 
 pub use forward::CudaForward;
 
