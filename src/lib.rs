@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cuda;
 pub mod device;
 pub mod eval;
+pub mod io;
 pub mod merge;
 pub mod model;
 pub mod ops;

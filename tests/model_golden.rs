@@ -9,9 +9,9 @@ mod common;
 
 use culturemert_raw::autograd::{ParamStore, Tape};
 use culturemert_raw::device::Schedule;
+use culturemert_raw::io::safetensors::read_safetensors;
 use culturemert_raw::model::cuda_mert::CudaMert;
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
-use culturemert_raw::model::weights::read_safetensors;
 use culturemert_raw::tensor::{CpuData, Tensor};
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -16,9 +16,9 @@ mod common;
 
 use culturemert_raw::autograd::Tape;
 use culturemert_raw::device::Schedule;
+use culturemert_raw::io::safetensors::{read_safetensors, RawTensors};
 use culturemert_raw::model::cuda_mert::Precision;
 use culturemert_raw::model::mert::{ForwardOptions, Mert};
-use culturemert_raw::model::weights::{read_safetensors, RawTensors};
 use culturemert_raw::tensor::{CpuData, Tensor};
 use culturemert_raw::train::cuda_step::CudaTrainer;
 use culturemert_raw::train::objective::{load_heads, mert_loss, LossWeights, PretrainBatch};

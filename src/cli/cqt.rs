@@ -8,11 +8,11 @@
 
 use crate::audio::cqt::CqtPlan;
 use crate::audio::wav::load_mono;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const SAMPLE_RATE: u32 = 24000;
 
@@ -29,30 +29,8 @@ pub struct Args {
     pub inputs: Vec<PathBuf>,
 }
 
-/// The tensor name of each input (its file stem), rejecting empty, non-UTF-8 and duplicate names.
-pub fn tensor_names(inputs: &[PathBuf]) -> Result<Vec<String>> {
-    let mut seen: HashMap<String, &Path> = HashMap::new();
-    let mut names = Vec::with_capacity(inputs.len());
-    for path in inputs {
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .filter(|s| !s.is_empty())
-            .with_context(|| format!("{}: cannot name a tensor after this path", path.display()))?;
-        if let Some(first) = seen.insert(stem.to_string(), path) {
-            bail!(
-                "two inputs would both be stored as tensor `{stem}`: {} and {} (rename one)",
-                first.display(),
-                path.display()
-            );
-        }
-        names.push(stem.to_string());
-    }
-    Ok(names)
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let names = tensor_names(&args.inputs)?;
+    let names = crate::io::names::tensor_names(&args.inputs)?;
     let plan = CqtPlan::mert_shared();
     let device = crate::device::Device::parse(&args.device)?;
     let device_plan = match &device {

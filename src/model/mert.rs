@@ -6,16 +6,13 @@
 //! zeroed before the positional conv and masked as attention keys.
 
 use super::config::MertConfig;
+use super::contract::{attention_dropout_seed, layerdrop_rng, DropoutSeeds, CONV_NORM_EPS};
 use super::weights::{self, WeightNormSpelling, POS_CONV_G, POS_CONV_V};
 use crate::autograd::{nn, ParamStore, Tape, Var};
 use crate::ops::attention::AttentionDropout;
-use crate::ops::dropout::dropout_hash;
 use crate::tensor::Tensor;
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
-
-/// GroupNorm / conv LayerNorm eps: torch's default, not `layer_norm_eps` (HF builds them without it).
-const CONV_NORM_EPS: f32 = 1e-5;
 
 pub struct Mert {
     pub config: MertConfig,
@@ -110,11 +107,11 @@ impl Mert {
             "audio of {samples} samples is shorter than the model's receptive field ({} samples)",
             cfg.min_samples()
         );
-        let mut drop_seed = opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut seeds = DropoutSeeds::new(opts.seed);
         let mut dropout = |tape: &mut Tape, x: &Var, p: f32| {
-            drop_seed = drop_seed.wrapping_add(0xD1B5_4A32_D192_ED03);
+            let seed = seeds.next_seed();
             if opts.train {
-                nn::dropout(tape, x, p, drop_seed)
+                nn::dropout(tape, x, p, seed)
             } else {
                 x.clone()
             }
@@ -186,7 +183,7 @@ impl Mert {
             h = nn::layer_norm(tape, &h, &w, &b, cfg.layer_norm_eps)?;
         }
         h = dropout(tape, &h, cfg.hidden_dropout);
-        let mut layer_rng = weights::InitRng::new(opts.seed ^ 0x5EED_1A7E_D409);
+        let mut layer_rng = layerdrop_rng(opts.seed);
         for l in 0..cfg.num_hidden_layers {
             hidden_states.push(h.clone());
             if opts.train && cfg.layerdrop > 0.0 && (layer_rng.uniform() as f32) < cfg.layerdrop {
@@ -195,7 +192,7 @@ impl Mert {
             // Attention-probability dropout: its own seed per (step, layer), mask regenerated in backward.
             let attn_drop = (opts.train && cfg.attention_dropout > 0.0).then(|| AttentionDropout {
                 p: cfg.attention_dropout,
-                seed: dropout_hash(opts.seed ^ 0xA77E_D809_0000_0000, l as u64),
+                seed: attention_dropout_seed(opts.seed, l),
             });
             h = self.layer(
                 tape,

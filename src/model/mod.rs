@@ -1,5 +1,6 @@
 //! MERT: config, weights (HF names), forward/backward through the tape.
 pub mod config;
+pub mod contract;
 pub mod cuda_mert;
 pub mod encodec;
 pub mod mert;

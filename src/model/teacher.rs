@@ -8,8 +8,8 @@
 //! `params` differ from the current teacher's is stale).
 
 use crate::audio::wav::load_mono;
-use crate::cli::cqt::tensor_names;
 use crate::eval::similarity::write_histogram;
+use crate::io::names::tensor_names;
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::ProgressBar;
 use safetensors::tensor::{Dtype, TensorView};

@@ -3,8 +3,8 @@
 //! renamed into place, then recorded in `latest`. Nothing partial is ever visible; the previous checkpoint
 //! is removed only after the new one is complete.
 
+use crate::io::safetensors::write_atomically;
 use crate::model::mert::Mert;
-use crate::model::weights::write_atomically;
 use crate::train::objective::save_heads;
 use crate::train::optim::AdamW;
 use anyhow::{bail, Context, Result};

@@ -13,7 +13,7 @@
 
 use crate::autograd::params::name_matches;
 use crate::autograd::{ParamId, ParamStore};
-use crate::model::weights::{read_safetensors, write_safetensors};
+use crate::io::safetensors::{read_safetensors, write_safetensors};
 use crate::tensor::Tensor;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::{BTreeMap, HashMap};

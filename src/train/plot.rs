@@ -104,7 +104,7 @@ pub fn write_loss_svg(
         )?;
     }
     writeln!(svg, "</svg>")?;
-    crate::model::weights::write_atomically(path, svg.as_bytes())
+    crate::io::safetensors::write_atomically(path, svg.as_bytes())
 }
 
 fn xml_escape(s: &str) -> String {

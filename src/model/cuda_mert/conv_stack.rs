@@ -4,9 +4,9 @@
 
 use anyhow::{Context, Result};
 
-use super::forward::CONV_NORM_EPS;
 use super::{Buf, CudaMert};
 use crate::cuda::{conv1d, elementwise, gelu, group_norm};
+use crate::model::contract::CONV_NORM_EPS;
 use crate::ops::conv1d::Conv1dShape;
 
 /// Normalisation of one conv layer, with what its backward needs.

@@ -8,13 +8,9 @@ use super::{Buf, CudaMert};
 use crate::cuda::tensor_core;
 use crate::cuda::{dropout, gelu, gemm, layer_norm, layout};
 use crate::device::{CudaDevice, DeviceBuffer};
+use crate::model::contract::{attention_dropout_seed, layerdrop_rng, DropoutSeeds};
 use crate::model::mert::ForwardOptions;
-use crate::model::weights;
 use crate::ops::attention::AttentionDropout;
-use crate::ops::dropout::dropout_hash;
-
-/// GroupNorm / conv LayerNorm eps (torch's default; see `mert.rs`).
-pub(super) const CONV_NORM_EPS: f32 = 1e-5;
 
 /// One encoder layer's saved activations (post-LN and pre-LN forms share the struct).
 pub(super) struct LayerSaved {
@@ -85,16 +81,6 @@ impl CudaForward {
 
 /// Layer inputs, saved activations per layer (None when LayerDrop skipped it), and the last output.
 type LayersForward = (Vec<Buf>, Vec<Option<LayerSaved>>, Buf);
-
-/// The dropout seed sequence of `Mert::forward`: one draw per dropout site, in call order.
-struct DropoutSeeds(u64);
-
-impl DropoutSeeds {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0xD1B5_4A32_D192_ED03);
-        self.0
-    }
-}
 
 impl CudaMert {
     /// Applies dropout in place of `x` (a new buffer) when training with p > 0; else returns `x`.
@@ -186,7 +172,7 @@ impl CudaMert {
             cfg.min_samples()
         );
         let train = opts.train;
-        let mut seeds = DropoutSeeds(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut seeds = DropoutSeeds::new(opts.seed);
         let audio_buf = dev.htod(audio)?;
 
         // Feature extractor: [B, 1, L] -> [B, C, T] -> features [B, T, C].
@@ -214,7 +200,7 @@ impl CudaMert {
         };
         let proj_in = proj_ln.as_ref().map(|t| &t.0).unwrap_or(&features);
         let h = self.linear(proj_in, rows, "feature_projection.projection")?;
-        let proj_dropout_seed = seeds.next();
+        let proj_dropout_seed = seeds.next_seed();
         let mut h = self.dropout(h, cfg.feat_proj_dropout, proj_dropout_seed, train)?;
         let mask_time = match &opts.mask_time {
             None => None,
@@ -257,7 +243,7 @@ impl CudaMert {
         } else {
             (h2, None)
         };
-        let enc_dropout_seed = seeds.next();
+        let enc_dropout_seed = seeds.next_seed();
         h = self.dropout(h, cfg.hidden_dropout, enc_dropout_seed, train)?;
 
         let (mut hidden_states, layers, mut h) = self.layers_forward(
@@ -318,7 +304,7 @@ impl CudaMert {
         let (cfg, dev, train) = (&self.config, &self.dev, opts.train);
         let mut hidden_states: Vec<Buf> = Vec::with_capacity(cfg.num_hidden_layers + 1);
         let mut layers: Vec<Option<LayerSaved>> = Vec::with_capacity(cfg.num_hidden_layers);
-        let mut layer_rng = weights::InitRng::new(opts.seed ^ 0x5EED_1A7E_D409);
+        let mut layer_rng = layerdrop_rng(opts.seed);
         for l in 0..cfg.num_hidden_layers {
             if train && cfg.layerdrop > 0.0 && (layer_rng.uniform() as f32) < cfg.layerdrop {
                 let mut copy = dev.alloc(h.len())?;
@@ -329,9 +315,9 @@ impl CudaMert {
             }
             let attn_dropout = (train && cfg.attention_dropout > 0.0).then(|| AttentionDropout {
                 p: cfg.attention_dropout,
-                seed: dropout_hash(opts.seed ^ 0xA77E_D809_0000_0000, l as u64),
+                seed: attention_dropout_seed(opts.seed, l),
             });
-            let layer_seeds = [seeds.next(), seeds.next(), seeds.next()];
+            let layer_seeds = [seeds.next_seed(), seeds.next_seed(), seeds.next_seed()];
             let (out, saved) = self.layer_forward(
                 l,
                 &h,

@@ -15,7 +15,7 @@ pub mod seanet;
 pub use config::EncodecConfig;
 
 use super::teacher::Teacher;
-use super::weights::RawTensors;
+use crate::io::safetensors::RawTensors;
 use crate::ops::weight_norm::weight_norm_forward;
 use anyhow::{bail, ensure, Context, Result};
 use lstm::{Lstm, LstmLayer};

@@ -174,8 +174,8 @@ pub fn read_torch_state_dict(path: &Path) -> Result<Vec<(String, Vec<usize>, Tor
 }
 
 /// Same as [`read_torch_state_dict`], keyed by name in the engine's raw-tensor map.
-pub fn read_as_raw_tensors(path: &Path) -> Result<crate::model::weights::RawTensors> {
-    let mut out = crate::model::weights::RawTensors::new();
+pub fn read_as_raw_tensors(path: &Path) -> Result<crate::io::safetensors::RawTensors> {
+    let mut out = crate::io::safetensors::RawTensors::new();
     for (name, shape, data) in read_torch_state_dict(path)? {
         if out
             .insert(name.clone(), (shape, data.into_cpu_data()))
