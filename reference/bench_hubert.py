@@ -35,7 +35,7 @@ _NOT_HUBERT = {
 
 
 def mert_hubert_config(path=MERT_CONFIG, attn="eager", **overrides):
-    """HubertConfig equal to MERTModel's for a MERT hub config.json (SPEC 2.1): valid only
+    """HubertConfig equal to MERTModel's for a MERT hub config.json (docs/model.md, introduction): valid only
     while the MERT-only switches are off, which is asserted."""
     raw = json.loads(Path(path).read_text())
     assert not raw.get("deepnorm", False), "deepnorm=true uses MERT's own encoder"

@@ -1,4 +1,4 @@
-"""Golden CQT outputs from nnAudio 0.3.4 `CQT1992v2` with MERT's settings (SPEC-MERT section 5).
+"""Golden CQT outputs from nnAudio 0.3.4 `CQT1992v2` with MERT's settings (docs/objective.md section 5).
 
 Writes reference/golden/cqt.safetensors with, for each case NAME in {sine440, chords, short}:
   NAME.audio  f32 [N]           the input waveform at 24 kHz

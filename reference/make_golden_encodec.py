@@ -1,4 +1,4 @@
-"""Golden EnCodec 24 kHz encoder + RVQ codes from transformers 4.38.2 `EncodecModel` (SPEC-MERT sections 6, 9).
+"""Golden EnCodec 24 kHz encoder + RVQ codes from transformers 4.38.2 `EncodecModel` (docs/objective.md section 7).
 
 Default mode writes reference/golden/encodec_tiny/ (committed, < 1 MB):
   config.json, model.safetensors  a random-weight EncodecModel with the real architecture (causal SEANet,

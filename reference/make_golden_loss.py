@@ -1,4 +1,4 @@
-"""Golden file for the MERT pre-training objective (SPEC-MERT.md section 3), loss and every gradient.
+"""Golden file for the MERT pre-training objective (docs/objective.md section 2), loss and every gradient.
 
 Built on transformers' HubertModel (the tiny_postln golden model, eval mode, all dropout 0) plus the
 MERT/HuBERT heads, computed the way fairseq's MERTModel + HubertCriterion compute it:

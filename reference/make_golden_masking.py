@@ -1,4 +1,4 @@
-"""Monte-Carlo statistics of fairseq's `compute_mask_indices` as MERT calls it (SPEC-MERT section 4),
+"""Monte-Carlo statistics of fairseq's `compute_mask_indices` as MERT calls it (docs/objective.md section 4),
 simulated with numpy's legacy np.random stream (the fairseq <= Dec-2022 code path), written here from the
 algorithm (static spans, overlap allowed, padding-aware sizes, rows cut to the batch minimum).
 

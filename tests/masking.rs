@@ -187,7 +187,7 @@ fn distribution_matches_numpy_simulation_of_fairseq() {
 
 #[test]
 fn mert_expected_fractions() {
-    // SPEC-MERT 4: ~58% of 374 frames for B = 1, ~54% (~202 frames) for B = 16
+    // docs/objective.md section 4: ~58% of 374 frames for B = 1, ~54% (~202 frames) for B = 16
     let mut rng = MaskRng::new(11);
     let frac = |b: usize, rng: &mut MaskRng| {
         let n = 400;

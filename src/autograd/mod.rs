@@ -1,4 +1,4 @@
-//! The autograd tape of coarse ops (see ARCHITECTURE.md): parameters, the tape, and the tape-level ops.
+//! The autograd tape of coarse ops (docs/architecture.md section 4): parameters, the tape, and the tape-level ops.
 pub mod loss;
 pub mod nn;
 pub mod params;

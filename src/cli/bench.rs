@@ -14,7 +14,7 @@ use anyhow::{ensure, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// The MERT-v1-95M config.json as on the hub (SPEC-MERT.md section 1).
+/// The MERT-v1-95M config.json as on the hub (docs/model.md section 2).
 pub const MERT_V1_95M_CONFIG: &str = include_str!("../../configs/mert-v1-95m.json");
 
 #[derive(clap::Args, Debug)]

@@ -1,4 +1,4 @@
-//! The MERT / HuBERT network (SPEC-MERT.md section 2), forward on the tape; backward comes from the tape.
+//! The MERT / HuBERT network (docs/model.md), forward on the tape; backward comes from the tape.
 //!
 //! Two forms, chosen by config.json: post-LN with a GroupNorm on conv layer 0 (MERT-v1-95M) and pre-LN with
 //! LayerNorm on every conv layer and a final encoder LayerNorm (`do_stable_layer_norm`, MERT-v1-330M).

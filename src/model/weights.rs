@@ -231,7 +231,7 @@ impl InitRng {
     }
 }
 
-/// fairseq's from-scratch initialisation (SPEC 8.1): linear and attention weights N(0, 0.02), biases 0,
+/// fairseq's from-scratch initialisation (docs/model.md section 4): linear and attention weights N(0, 0.02), biases 0,
 /// convs kaiming-normal, pos-conv N(0, sqrt(4/(k*H))) then weight-norm (g = per-tap norm), norms 1/0,
 /// mask embedding U(0, 1).
 pub fn init_params(cfg: &MertConfig, seed: u64) -> Result<ParamStore> {

@@ -1,5 +1,5 @@
 //! MERT/HuBERT codebook NCE loss: cosine similarity / temperature against every codeword of each codebook,
-//! cross entropy with the teacher's code (SPEC-MERT.md section 3.1), summed over rows and codebooks.
+//! cross entropy with the teacher's code (docs/objective.md section 2), summed over rows and codebooks.
 //!
 //! Shapes: `pred` [N, K*D] (the final projection of the N masked frames; codebook k uses columns
 //! k*D..(k+1)*D), `codewords` [K*C, D] (`label_embs_concat`), `targets` [N, K] codes in 0..C.

@@ -1,5 +1,5 @@
 //! Span masking for masked prediction: fairseq's `compute_mask_indices` exactly as MERT calls it
-//! (SPEC-MERT section 4: mask_type "static", no_overlap False, require_same_masks True,
+//! (docs/objective.md section 4: mask_type "static", no_overlap False, require_same_masks True,
 //! mask_dropout 0), drawn from our own seeded PRNG. numpy's stream cannot be reproduced, so the
 //! DISTRIBUTION is matched (tests/masking.rs compares with a numpy simulation).
 //!

@@ -1,4 +1,4 @@
-//! MERT's in-batch noise mixup (SPEC-MERT.md section 7): with probability `prob` a clip gets 1..=3 segments
+//! MERT's in-batch noise mixup (docs/objective.md section 6): with probability `prob` a clip gets 1..=3 segments
 //! of 0.5-1 s taken from the concatenation of the OTHER clips of the batch added at random positions, at
 //! volume 1, no scaling or clipping. Noise always comes from the un-mixed batch. Runs after the CQT target
 //! and the labels were taken from the clean audio.

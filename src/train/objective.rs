@@ -1,4 +1,4 @@
-//! The MERT pre-training objective (SPEC-MERT.md section 3): masked-frame codebook NCE over K codebooks,
+//! The MERT pre-training objective (docs/objective.md sections 1-2): masked-frame codebook NCE over K codebooks,
 //! CQT reconstruction MSE on masked frames, the conv-feature L2 penalty, with fairseq's normalisation
 //! `(sum_k CE_k + w_pen * pen * N_m + w_cqt * MSE * N_m) / N_m`.
 //!
@@ -50,7 +50,7 @@ impl HeadsConfig {
 }
 
 /// Loss-term weights. Default = the MERT code; `paper_alpha10` = the CultureMERT paper's alpha = 10 on
-/// the acoustic (codebook) term (SPEC 8.2 explains the conflict).
+/// the acoustic (codebook) term (docs/recipe.md section 4 explains the conflict).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LossWeights {
     pub codebook: f32,

@@ -1,4 +1,4 @@
-//! MARBLE-style probing of frozen embeddings (SPEC-MERT section 10): a small MLP head on time-mean-pooled
+//! MARBLE-style probing of frozen embeddings (docs/recipe.md section 6): a small MLP head on time-mean-pooled
 //! hidden states of one layer (or a learned softmax weighting of the transformer layers), trained with BCE
 //! and Adam, early-stopped on validation macro ROC-AUC, the best-validation head scored on test; repeated
 //! over seeds.

@@ -1,4 +1,4 @@
-//! EnCodec 24 kHz encoder + residual VQ (the acoustic teacher of MERT, SPEC-MERT sections 6 and 9),
+//! EnCodec 24 kHz encoder + residual VQ (the acoustic teacher of MERT, docs/objective.md section 7),
 //! inference only, on the CPU, loaded from a transformers `EncodecModel` directory (config.json +
 //! model.safetensors, or pytorch_model.bin). Only `encoder.*` and `quantizer.layers.*.codebook.embed`
 //! are read; the decoder and the codebooks' training buffers are ignored.
