@@ -4,7 +4,7 @@
 //! - When libnvrtc is found (see `src/device/nvrtc.rs::locate`): compiles each `kernels/*.cu` to CUBIN
 //!   for sm_80 and sm_90 and to compute_80 PTX, and embeds them; a compile error fails the build with
 //!   the NVRTC log. Without NVRTC the sources are embedded for run-time compilation.
-//! - Writes `$OUT_DIR/kernels.rs` (the kernel registry, included by `src/cuda/registry.rs`).
+//! - Writes `$OUT_DIR/kernels.rs` (the kernel registry, included by `src/device/registry.rs`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

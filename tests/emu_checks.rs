@@ -9,7 +9,7 @@ use std::time::Instant;
 
 mod common;
 
-use culturemert_raw::cuda::registry as k;
+use culturemert_raw::device::registry as k;
 use culturemert_raw::device::{CudaDevice, KernelArgs, LaunchConfig, Schedule};
 
 fn dev(order: Schedule) -> CudaDevice {
@@ -267,7 +267,7 @@ fn out_of_bounds_shared_reads_are_reported_by_asan() {
         return;
     }
     if let Ok(name) = std::env::var("CULTUREMERT_ASAN_CHILD") {
-        let kernel = culturemert_raw::cuda::registry::find(&name).unwrap();
+        let kernel = culturemert_raw::device::registry::find(&name).unwrap();
         let d = dev(Schedule::Forward);
         let x = d.htod(&[1.0f32; 32]).unwrap();
         let mut out = d.alloc_zeros::<f32>(32).unwrap();

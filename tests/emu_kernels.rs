@@ -400,7 +400,7 @@ fn launches_are_validated_like_the_driver() {
     let dev = common::device(Schedule::Forward);
     let mut out = dev.alloc::<f32>(8).unwrap();
     let x = dev.htod(&[1.0f32; 8]).unwrap();
-    let k = &culturemert_raw::cuda::registry::SCALE_F32;
+    let k = &culturemert_raw::device::registry::SCALE_F32;
     let args = || culturemert_raw::device::KernelArgs::new();
     let too_big = LaunchConfig::new((1, 1, 1), (1025, 1, 1));
     let e = dev

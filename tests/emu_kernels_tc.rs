@@ -10,8 +10,8 @@
 //! - The four casts (cast_f32_to_bf16, cast_f32_to_f16, cast_bf16_to_f32, cast_f16_to_f32) bit for bit against the `half` crate's round-to-nearest-even (NaN: only NaN-ness
 //!   is compared; the GPU returns a canonical NaN, `half` keeps payload bits).
 
-use culturemert_raw::cuda::registry;
 use culturemert_raw::cuda::tensor_core::{cast_from_half, cast_to_half, gemm_tc, HalfKind};
+use culturemert_raw::device::registry;
 use culturemert_raw::device::{CudaDevice, KernelArgs, LaunchConfig, Schedule};
 use half::{bf16, f16};
 

@@ -2,8 +2,8 @@
 //! build.rs embedded. Needs libnvrtc (`source .ci/nvrtc.sh`); without it the tests say so and pass
 //! (the build then embeds sources only, which `registry_images_match_the_build` checks).
 
-use culturemert_raw::cuda::registry;
 use culturemert_raw::device::nvrtc::{self, Nvrtc, Target};
+use culturemert_raw::device::registry;
 
 fn nvrtc_or_skip() -> Option<Nvrtc> {
     match nvrtc::locate() {

@@ -4,8 +4,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::cuda::registry;
 use crate::device::nvrtc::{self, Nvrtc, Target};
+use crate::device::registry;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -5,7 +5,8 @@
 
 use anyhow::{ensure, Result};
 
-use super::{check, registry};
+use super::check;
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 use crate::ops::attention::{AttentionDropout, AttentionShape};
 

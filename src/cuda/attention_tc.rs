@@ -7,8 +7,9 @@
 use anyhow::{ensure, Result};
 
 use super::attention::dropout_args;
+use super::check;
 use super::tensor_core::HalfKind;
-use super::{check, registry};
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, Kernel, KernelArgs, LaunchConfig};
 use crate::ops::attention::{AttentionDropout, AttentionShape};
 

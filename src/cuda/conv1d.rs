@@ -9,8 +9,9 @@
 
 use anyhow::{ensure, Result};
 
+use super::check;
 use super::reduce::{sum_partials, SplitPolicy};
-use super::{check, registry};
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 use crate::ops::conv1d::Conv1dShape;
 

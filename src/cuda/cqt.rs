@@ -9,9 +9,10 @@
 
 use anyhow::{ensure, Context, Result};
 
-use super::{check, registry};
+use super::check;
 use crate::audio::cqt::CqtPlan;
 use crate::audio::fft::Complex;
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 
 /// Threads per block of every CQT kernel.

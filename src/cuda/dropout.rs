@@ -3,7 +3,8 @@
 
 use anyhow::{ensure, Result};
 
-use super::{check, registry};
+use super::check;
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 
 const THREADS: u32 = 256;

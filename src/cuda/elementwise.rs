@@ -2,7 +2,7 @@
 
 use anyhow::{ensure, Result};
 
-use super::registry;
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 
 /// Threads per block and the grid cap of the grid-stride elementwise kernels.

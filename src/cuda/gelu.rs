@@ -3,7 +3,7 @@
 use anyhow::{ensure, Result};
 
 use super::elementwise::{MAX_BLOCKS, THREADS};
-use super::registry;
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 
 /// out = 0.5 x (1 + erf(x / sqrt 2)).

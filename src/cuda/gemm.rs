@@ -3,7 +3,8 @@
 
 use anyhow::Result;
 
-use super::{check, registry};
+use super::check;
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 
 /// Output tile edge and threads per block of `gemm_f32_*`.

@@ -2,8 +2,9 @@
 
 use anyhow::{ensure, Result};
 
+use super::check;
 use super::reduce::{sum_partials, SplitPolicy, COLUMN_SPLIT};
-use super::{check, registry};
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 
 /// Rows per block (one warp each) of the row kernels.

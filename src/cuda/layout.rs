@@ -18,7 +18,8 @@
 use anyhow::{ensure, Result};
 
 use super::elementwise::{MAX_BLOCKS, THREADS};
-use super::{check, reduce, registry};
+use super::{check, reduce};
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 
 /// Tile edge of the transpose and the rows of it each thread row handles (block TILE x TILE_ROWS).

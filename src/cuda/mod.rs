@@ -18,6 +18,5 @@ pub mod layer_norm;
 pub mod layout;
 pub mod nce_loss;
 pub mod reduce;
-pub mod registry;
 pub mod tensor_core;
 pub mod weight_norm;

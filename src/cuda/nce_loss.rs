@@ -12,7 +12,8 @@
 
 use anyhow::{ensure, Result};
 
-use super::{check, registry};
+use super::check;
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 use crate::ops::nce_loss::NceShape;
 

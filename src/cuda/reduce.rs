@@ -4,7 +4,8 @@
 
 use anyhow::{ensure, Result};
 
-use super::{check, registry};
+use super::check;
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 
 const NORM_THREADS: u32 = 256;

@@ -4,8 +4,9 @@
 
 use anyhow::{ensure, Result};
 
+use super::check;
 use super::elementwise::{MAX_BLOCKS, THREADS};
-use super::{check, registry};
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, Kernel, KernelArgs, LaunchConfig};
 
 /// Output tile edge and threads per block of `gemm_tc_*` (see the kernel's header comment).

@@ -4,7 +4,8 @@
 
 use anyhow::{ensure, Result};
 
-use super::{check, registry};
+use super::check;
+use crate::device::registry;
 use crate::device::{CudaDevice, DeviceBuffer, KernelArgs, LaunchConfig};
 
 /// Block of the one-block-per-slot kernels; slots and row groups per block of the column kernels

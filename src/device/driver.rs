@@ -139,7 +139,7 @@ impl DriverRuntime {
             .compile(
                 &format!("{}.cu", m.name),
                 m.source,
-                crate::cuda::registry::HEADERS,
+                crate::device::registry::HEADERS,
                 Target::Ptx(self.arch),
                 &[],
             )
@@ -158,7 +158,7 @@ impl DriverRuntime {
         let module = match modules.get(k.module) {
             Some(m) => m.clone(),
             None => {
-                let images = crate::cuda::registry::MODULES
+                let images = crate::device::registry::MODULES
                     .iter()
                     .find(|m| m.name == k.module)
                     .ok_or_else(|| anyhow!("no module {} for kernel {}", k.module, k.name))?;

@@ -38,7 +38,7 @@ impl std::fmt::Debug for Kernel {
 /// What build.rs embedded for one `kernels/<name>.cu`.
 pub struct ModuleImages {
     pub name: &'static str,
-    /// The CUDA source (headers in `cuda::registry::HEADERS`), for run-time NVRTC.
+    /// The CUDA source (headers in `device::registry::HEADERS`), for run-time NVRTC.
     pub source: &'static str,
     /// PTX for `compute_<ptx_arch>` (driver-JIT for newer GPUs); None without build-time NVRTC.
     pub ptx: Option<&'static str>,

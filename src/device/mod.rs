@@ -12,6 +12,7 @@ pub mod emulated;
 pub mod kernel;
 pub mod nvrtc;
 pub mod profile;
+pub mod registry;
 pub mod roofline;
 
 use anyhow::{bail, Result};
