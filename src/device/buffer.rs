@@ -8,6 +8,12 @@ use std::sync::Arc;
 /// Alignment of emulated allocations, like `cudaMalloc` (g++ emits aligned vector moves for float4).
 pub const EMU_ALIGN: usize = 256;
 
+/// A runtime's pool of device blocks: a `Driver` allocation goes back to it on drop. (A trait, so this
+/// file does not depend on the runtime that implements it.)
+pub(crate) trait BlockPool: Send + Sync {
+    fn give(&self, dptr: u64, class: usize);
+}
+
 pub(crate) enum Allocation {
     /// Host memory standing in for device memory (emulated runtime).
     Host { ptr: *mut u8, layout: Layout },
@@ -15,7 +21,7 @@ pub(crate) enum Allocation {
     Driver {
         dptr: u64,
         class: usize,
-        pool: Arc<super::driver::DriverPool>,
+        pool: Arc<dyn BlockPool>,
     },
     /// No memory at all: an address handed out by the dry-run runtime, which only counts bytes.
     Virtual { addr: u64 },

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
 
-use super::buffer::{Allocation, DeviceBuffer, MemStats, MemTicket};
+use super::buffer::{Allocation, BlockPool, DeviceBuffer, MemStats, MemTicket};
 use super::kernel::{Kernel, KernelArgs, LaunchConfig, ModuleImages};
 use super::nvrtc::{Nvrtc, Target};
 use super::profile::EventPair;
@@ -56,15 +56,6 @@ impl DriverPool {
         }
     }
 
-    pub(crate) fn give(&self, dptr: u64, class: usize) {
-        self.free
-            .lock()
-            .unwrap()
-            .entry(class)
-            .or_default()
-            .push(dptr);
-    }
-
     /// Frees every cached block (after the device is idle).
     fn release_cached(&self) {
         if self.ctx.bind_to_thread().is_err() || self.ctx.synchronize().is_err() {
@@ -76,6 +67,17 @@ impl DriverPool {
                 let _ = unsafe { cudarc::driver::result::free_sync(p) };
             }
         }
+    }
+}
+
+impl BlockPool for DriverPool {
+    fn give(&self, dptr: u64, class: usize) {
+        self.free
+            .lock()
+            .unwrap()
+            .entry(class)
+            .or_default()
+            .push(dptr);
     }
 }
 
