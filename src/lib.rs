@@ -15,5 +15,6 @@ pub mod io;
 pub mod merge;
 pub mod model;
 pub mod ops;
+pub mod rng;
 pub mod tensor;
 pub mod train;

@@ -10,18 +10,11 @@ use culturemert_raw::ops::attention::{
 };
 use culturemert_raw::ops::dropout::dropout_keep;
 
-/// Deterministic uniform values in (-a, a) (splitmix64).
+/// Deterministic uniform values in [-a, a) (the crate's splitmix64, 24-bit uniforms).
 fn vals(n: usize, seed: u64, a: f32) -> Vec<f32> {
-    let mut s = seed;
+    let mut rng = culturemert_raw::rng::SplitMix64::new(seed);
     (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            a * (2.0 * ((z >> 40) as f32 / 16_777_216.0) - 1.0)
-        })
+        .map(|_| a * (2.0 * rng.uniform_f32() - 1.0))
         .collect()
 }
 

@@ -4,19 +4,10 @@
 use culturemert_raw::audio::fft::{real_fft_full, Complex, FftPlan, RealFftPlan};
 use std::f64::consts::PI;
 
-/// Deterministic values in [-1, 1) (splitmix64), so the test needs no RNG crate.
+/// Deterministic values in [-1, 1) (the crate's splitmix64, 53-bit uniforms).
 fn noise(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = culturemert_raw::rng::SplitMix64::new(seed);
+    (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect()
 }
 
 fn complex_noise(n: usize, seed: u64) -> Vec<Complex> {

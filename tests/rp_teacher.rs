@@ -37,15 +37,15 @@ fn sine(freq: f64, amp: f64, n: usize) -> Vec<f32> {
 /// harmonics, plus noise bursts (drums), from a seed (splitmix64). Returns (samples, note onsets in samples).
 fn synthetic_music(seconds: f64, seed: u64) -> (Vec<f32>, Vec<usize>) {
     let n = (seconds * SR) as usize;
-    let mut rng = SplitMix64::new(seed, 99);
+    let mut rng = SplitMix64::stream(seed, 99);
     let mut x = vec![0f32; n];
     let (mut start, mut notes) = (0usize, Vec::new());
     while start < n {
-        let len = ((0.08 + 0.35 * rng.next_f64()) * SR) as usize;
-        let f0 = 110.0 * 2f64.powf(4.0 * rng.next_f64());
+        let len = ((0.08 + 0.35 * rng.uniform()) * SR) as usize;
+        let f0 = 110.0 * 2f64.powf(4.0 * rng.uniform());
         let harmonics = 1 + (rng.next_u64() % 6) as usize;
-        let amp = 0.05 + 0.25 * rng.next_f64();
-        let bright = 0.3 + 0.6 * rng.next_f64();
+        let amp = 0.05 + 0.25 * rng.uniform();
+        let bright = 0.3 + 0.6 * rng.uniform();
         for i in 0..len.min(n - start) {
             let t = i as f64 / SR;
             let env = (t * 200.0).min(1.0) * (-3.0 * t).exp();
@@ -60,7 +60,7 @@ fn synthetic_music(seconds: f64, seed: u64) -> (Vec<f32>, Vec<usize>) {
         }
         if rng.next_u64().is_multiple_of(3) {
             // a 40 ms noise burst
-            let g = 0.2 * rng.next_f64();
+            let g = 0.2 * rng.uniform();
             let burst = rng.normals(960);
             for (i, b) in burst.iter().enumerate() {
                 if start + i < n {
@@ -218,15 +218,15 @@ fn frame_counts_follow_encodec() {
 
 #[test]
 fn random_numbers_and_matrices() {
-    let z = SplitMix64::new(5, 0).normals(200_000);
+    let z = SplitMix64::stream(5, 0).normals(200_000);
     let mean = z.iter().sum::<f64>() / z.len() as f64;
     let var = z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / z.len() as f64;
     let kurt = z.iter().map(|v| (v - mean).powi(4)).sum::<f64>() / z.len() as f64 / var / var;
     // 5-sigma bounds for n = 2e5: mean 0.011, variance 0.016, kurtosis ~0.055.
     assert!(mean.abs() < 0.011 && (var - 1.0).abs() < 0.016 && (kurt - 3.0).abs() < 0.06);
     assert_ne!(
-        SplitMix64::new(5, 0).next_u64(),
-        SplitMix64::new(5, 1).next_u64()
+        SplitMix64::stream(5, 0).next_u64(),
+        SplitMix64::stream(5, 1).next_u64()
     );
 
     let t = teacher(3);

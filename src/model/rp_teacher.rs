@@ -81,46 +81,7 @@ impl RpConfig {
     }
 }
 
-/// splitmix64 (Steele, Lea, Flood 2014): a 64-bit counter passed through a bijective mixer.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// Stream `stream` of `seed`: the mixer makes nearby (seed, stream) pairs unrelated.
-    pub fn new(seed: u64, stream: u64) -> Self {
-        let mut s = SplitMix64(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
-        s.next_u64();
-        s
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// `n` standard normal numbers by Box-Muller (both outputs of each pair used).
-    pub fn normals(&mut self, n: usize) -> Vec<f64> {
-        let mut out = Vec::with_capacity(n + 1);
-        while out.len() < n {
-            let u1 = 1.0 - self.next_f64(); // (0, 1]: ln is finite
-            let u2 = self.next_f64();
-            let r = (-2.0 * u1.ln()).sqrt();
-            let (s, c) = (2.0 * std::f64::consts::PI * u2).sin_cos();
-            out.push(r * c);
-            out.push(r * s);
-        }
-        out.truncate(n);
-        out
-    }
-}
+pub use crate::rng::SplitMix64;
 
 pub struct RandomProjectionTeacher {
     cfg: RpConfig,
@@ -166,9 +127,9 @@ impl RandomProjectionTeacher {
         let mut projections = Vec::with_capacity(cfg.codebooks * cfg.n_mels * cfg.dim);
         let mut codewords = Vec::with_capacity(cfg.codebooks * cfg.codebook_size * cfg.dim);
         for k in 0..cfg.codebooks as u64 {
-            let p = SplitMix64::new(cfg.seed, 2 * k).normals(cfg.n_mels * cfg.dim);
+            let p = SplitMix64::stream(cfg.seed, 2 * k).normals(cfg.n_mels * cfg.dim);
             projections.extend(p.iter().map(|v| (v * xavier_std) as f32));
-            let e = SplitMix64::new(cfg.seed, 2 * k + 1).normals(cfg.codebook_size * cfg.dim);
+            let e = SplitMix64::stream(cfg.seed, 2 * k + 1).normals(cfg.codebook_size * cfg.dim);
             for row in e.chunks_exact(cfg.dim) {
                 let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
                 codewords.extend(row.iter().map(|v| (v / norm) as f32));

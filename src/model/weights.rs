@@ -206,30 +206,8 @@ pub fn save_model_dir(
     write_atomically(&dir.join("config.json"), cfg.to_json_string()?.as_bytes())
 }
 
-/// A small deterministic normal generator (splitmix64 + Box-Muller) for initialisation.
-pub struct InitRng(u64);
-
-impl InitRng {
-    pub fn new(seed: u64) -> Self {
-        InitRng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform();
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
+/// The initialisation generator: the crate's splitmix64 (`uniform` 53 bits, `normal` Box-Muller).
+pub use crate::rng::SplitMix64 as InitRng;
 
 /// fairseq's from-scratch initialisation (docs/model.md section 4): linear and attention weights N(0, 0.02), biases 0,
 /// convs kaiming-normal, pos-conv N(0, sqrt(4/(k*H))) then weight-norm (g = per-tap norm), norms 1/0,

@@ -14,17 +14,13 @@
 
 use rayon::prelude::*;
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+use crate::rng::GOLDEN_GAMMA;
 const CHUNK: usize = 1 << 15;
 
 /// The 64-bit hash of (seed, index): splitmix64's output for state `seed ^ index*GOLDEN`.
 /// (seed 0: index 0 -> 0xE220A8397B1DCDAF, index 1 -> 0x6E789E6AA1B965F4, splitmix64's first outputs.)
 pub fn dropout_hash(seed: u64, index: u64) -> u64 {
-    let mut z = seed ^ index.wrapping_mul(GOLDEN);
-    z = z.wrapping_add(GOLDEN);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    crate::rng::mix64((seed ^ index.wrapping_mul(GOLDEN_GAMMA)).wrapping_add(GOLDEN_GAMMA))
 }
 
 /// The keep decision for element `index` (see the module doc for the exact definition).

@@ -19,17 +19,9 @@ pub struct MaskRng {
 
 impl MaskRng {
     pub fn new(seed: u64) -> Self {
-        let mut x = seed;
-        let mut next = || {
-            // splitmix64
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
+        let mut sm = crate::rng::SplitMix64::new(seed);
         MaskRng {
-            s: [next(), next(), next(), next()],
+            s: [sm.next_u64(), sm.next_u64(), sm.next_u64(), sm.next_u64()],
         }
     }
 

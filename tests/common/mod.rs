@@ -6,19 +6,10 @@ use std::path::{Path, PathBuf};
 
 use culturemert_raw::device::{CudaDevice, Schedule};
 
-/// Deterministic uniform values in [lo, hi) (splitmix64).
+/// Deterministic uniform values in [lo, hi) (the crate's splitmix64, 24-bit uniforms).
 pub fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9e3779b97f4a7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-            z ^= z >> 31;
-            lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
+    let mut rng = culturemert_raw::rng::SplitMix64::new(seed);
+    (0..n).map(|_| rng.range(lo, hi)).collect()
 }
 
 /// Which CUDA runtime the kernel, model and training tests use.

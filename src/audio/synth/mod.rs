@@ -104,40 +104,8 @@ pub fn tag_vocabulary() -> Vec<String> {
     v
 }
 
-/// SplitMix64: small, fast, and every seed gives a full-period stream.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.uniform()
-    }
-
-    /// Uniform integer in [0, n); n must be > 0.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    pub fn chance(&mut self, p: f32) -> bool {
-        self.uniform() < p
-    }
-}
+/// The corpus generator: the crate's splitmix64.
+pub(crate) use crate::rng::SplitMix64 as Rng;
 
 /// Seed of one clip, mixing the corpus seed, the tradition's fixed index and the clip index.
 fn clip_seed(seed: u64, tradition: usize, index: usize) -> u64 {
