@@ -13,6 +13,7 @@ use common::*;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use culturemert_raw::audio::cqt::CqtPlan;
+use culturemert_raw::cuda::activation::{activation_backward, activation_forward};
 use culturemert_raw::cuda::adamw::{adamw_step, AdamwScalars, AdamwTensor};
 use culturemert_raw::cuda::cqt::CqtDevicePlan;
 use culturemert_raw::cuda::tensor_core::{cast_to_half, HalfKind};
@@ -20,6 +21,7 @@ use culturemert_raw::cuda::{
     dropout, elementwise, gelu, group_norm, layer_norm, layout, reduce, weight_norm,
 };
 use culturemert_raw::device::{CudaDevice, DeviceBuffer};
+use culturemert_raw::ops::activation::Activation;
 
 /// Training shapes (GPU) or a small stand-in (emulator: each iteration under ~0.2 s; global_norm
 /// runs max-tensor-length/256 blocks (at most 64) for every tensor, so the emulator's tensors stay small).
@@ -305,6 +307,24 @@ fn bench_elementwise(c: &mut Criterion, dev: &CudaDevice, s: &Shapes) {
             || gelu::gelu_backward(dev, &mut dx, &dout, &x).unwrap(),
         );
     }
+    // ReLU (a config's `hidden_act = "relu"`) on the FFN hidden activations: the streaming floor.
+    let n = s.rows() * s.ffn;
+    let (x, dout) = (upload(dev, n), upload(dev, n));
+    let (mut out, mut dx) = (zeros(dev, n), zeros(dev, n));
+    bench(
+        &mut g,
+        dev,
+        format!("relu fwd ffn {n} [bytes]"),
+        floats(2 * n),
+        || activation_forward(dev, Activation::Relu, &mut out, &x).unwrap(),
+    );
+    bench(
+        &mut g,
+        dev,
+        format!("relu bwd ffn {n} [bytes]"),
+        floats(4 * n),
+        || activation_backward(dev, Activation::Relu, &mut dx, &dout, &x).unwrap(),
+    );
     let n = s.rows() * s.hidden;
     let (x, y) = (upload(dev, n), upload(dev, n));
     let (mut out, mut dx) = (zeros(dev, n), zeros(dev, n));

@@ -72,8 +72,17 @@ MODELS = {
         2002,
     ),
 }
-# Not a MERT form; only written with --extra: LayerNorm after every conv + conv biases.
+# Only written with --extra (or --only NAME).
 EXTRA_MODELS = {
+    # The MERT-v1-95M form with ReLU instead of GELU everywhere (hidden_act and feat_extract_activation):
+    # checks that the activation is the config's choice in every place it is used.
+    "tiny_postln_relu": (
+        dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False,
+             hidden_act="relu", feat_extract_activation="relu"),
+        "old",
+        4004,
+    ),
+    # Not a MERT form: LayerNorm after every conv + conv biases.
     "tiny_preln_layerconv": (
         dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
         "new",
@@ -86,7 +95,7 @@ WN_OLD = ("weight_g", "weight_v")
 
 
 def build_config(overrides):
-    cfg = HubertConfig(**TINY, **overrides)
+    cfg = HubertConfig(**{**TINY, **overrides})
     cfg._attn_implementation = "eager"
     return cfg
 
@@ -288,12 +297,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=GOLDEN)
     ap.add_argument("--extra", action="store_true", help="also write EXTRA_MODELS")
+    ap.add_argument("--only", help="write only this model (any of MODELS or EXTRA_MODELS)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # deterministic reductions
     # from_pretrained warns that weight_g/weight_v are "not used"; they ARE loaded (torch's
     # weight-norm compat pre-hook renames them) and make_model asserts the reload is exact.
     hf_logging.set_verbosity_error()
-    models = dict(MODELS, **(EXTRA_MODELS if args.extra else {}))
+    models = dict(MODELS, **(EXTRA_MODELS if args.extra or args.only else {}))
+    if args.only:
+        models = {args.only: models[args.only]}
     for name, (overrides, spelling, seed) in models.items():
         d, written = make_model(name, overrides, spelling, seed, args.out)
         if name == "tiny_postln":

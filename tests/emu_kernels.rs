@@ -4,6 +4,7 @@
 //! in a different order); elementwise ops without reductions must agree bit for bit.
 //! Kernels launched here (through src/cuda): gemm_f32_nn/nt/tn/tt, layer_norm_forward_f32,
 //! layer_norm_backward_dx_f32, layer_norm_backward_params_f32, gelu_forward_f32, gelu_backward_f32,
+//! relu_forward_f32, relu_backward_f32,
 //! add_f32, scale_f32, global_norm_partials_f32, global_norm_finish_f32, column_sum_f32.
 
 use culturemert_raw::cuda::{elementwise, gelu, gemm, layer_norm, reduce};
@@ -315,6 +316,39 @@ fn gelu_forward_and_backward() {
             &dx,
             8.0 * f32::EPSILON,
         );
+    }
+}
+
+#[test]
+fn relu_forward_and_backward_are_exact() {
+    use culturemert_raw::cuda::activation::{activation_backward, activation_forward};
+    use culturemert_raw::ops::activation::Activation;
+    let n = 1031;
+    let mut x = random(n, 33, -2.0, 2.0);
+    x[0] = 0.0; // torch: relu'(0) = 0
+    x[1] = -0.0;
+    let dout = random(n, 34, -1.0, 1.0);
+    let dx0 = random(n, 35, -1.0, 1.0);
+    // Closed form, and the CPU oracle against it.
+    let want: Vec<f32> = x.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect();
+    let want_dx: Vec<f32> = (0..n)
+        .map(|i| dx0[i] + if x[i] > 0.0 { dout[i] } else { 0.0 })
+        .collect();
+    let mut out = vec![f32::NAN; n];
+    Activation::Relu.forward(&mut out, &x);
+    assert_eq!(out, want);
+    let mut dx = dx0.clone();
+    Activation::Relu.backward(&mut dx, &dout, &x);
+    assert_eq!(dx, want_dx);
+    for order in common::orders(&[Schedule::Forward, Schedule::Reverse]) {
+        let dev = common::device(order);
+        let (gx, gdout) = (dev.htod(&x).unwrap(), dev.htod(&dout).unwrap());
+        let mut gout = dev.alloc::<f32>(n).unwrap();
+        activation_forward(&dev, Activation::Relu, &mut gout, &gx).unwrap();
+        assert_eq!(dev.dtoh(&gout).unwrap(), want, "relu fwd {order:?}");
+        let mut gdx = dev.htod(&dx0).unwrap();
+        activation_backward(&dev, Activation::Relu, &mut gdx, &gdout, &gx).unwrap();
+        assert_eq!(dev.dtoh(&gdx).unwrap(), want_dx, "relu bwd {order:?}");
     }
 }
 

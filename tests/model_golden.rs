@@ -287,3 +287,43 @@ fn emu_pre_ln_layer_norm_conv_batch_with_padding() {
         Backend::Emu(Schedule::Forward),
     );
 }
+
+// ReLU in place of GELU (hidden_act and feat_extract_activation): the activation is the config's choice
+// on both the tape and the CUDA model.
+
+#[test]
+fn relu_post_ln_batch_with_padding() {
+    check_model("tiny_postln_relu", "golden_batch.safetensors", Backend::Cpu);
+}
+
+#[test]
+fn relu_post_ln_single_clip() {
+    check_model(
+        "tiny_postln_relu",
+        "golden_single.safetensors",
+        Backend::Cpu,
+    );
+}
+
+#[test]
+fn emu_relu_post_ln_batch_with_padding() {
+    check_model(
+        "tiny_postln_relu",
+        "golden_batch.safetensors",
+        Backend::Emu(Schedule::Reverse),
+    );
+}
+
+#[test]
+fn unsupported_activation_is_a_clear_error() {
+    let mut cfg = culturemert_raw::model::config::MertConfig::from_file(
+        &golden_dir("tiny_postln").join("config.json"),
+    )
+    .unwrap();
+    cfg.hidden_act = "swish".into();
+    let err = format!("{:#}", cfg.validate().unwrap_err());
+    assert!(
+        err.contains("hidden_act") && err.contains("\"swish\""),
+        "{err}"
+    );
+}

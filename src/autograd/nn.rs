@@ -2,6 +2,7 @@
 //! keeps only what the backward needs. Shapes are checked here, once, with errors that name the op.
 
 use super::tape::{GradSlots, Tape, Var};
+use crate::ops::activation::Activation;
 use crate::ops::{
     attention as attn, conv1d, dropout as drop, elementwise as ew, gelu as gl, group_norm as gn,
     layer_norm as ln, linear as lin, pooling, weight_norm as wn,
@@ -243,6 +244,18 @@ pub fn layer_norm(tape: &mut Tape, x: &Var, weight: &Var, bias: &Var, eps: f32) 
             );
         },
     ))
+}
+
+/// The config's activation (GELU or ReLU) of x.
+pub fn activation(tape: &mut Tape, x: &Var, act: Activation) -> Var {
+    let mut out = vec![0.0; x.value.numel()];
+    act.forward(&mut out, x.data());
+    let xs = x.value.clone();
+    tape.record(Tensor::from_f32(x.shape(), out), &[x], move |dout, g| {
+        if let Some(dx) = slot(g, 0) {
+            act.backward(dx, dout, xs.data());
+        }
+    })
 }
 
 /// Exact (erf) GELU.

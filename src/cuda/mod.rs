@@ -3,6 +3,7 @@
 //! [`crate::device::CudaDevice`] (GPU or host emulator). Shapes and semantics follow the CPU ops in
 //! `crate::ops` (forward overwrites, backward accumulates).
 
+pub mod activation;
 pub mod adamw;
 pub mod attention;
 pub mod attention_tc;

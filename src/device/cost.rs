@@ -67,6 +67,8 @@ const STREAMING: &[(&str, f64)] = &[
     ("scale_f32", 1.0),
     ("gelu_forward_f32", 8.0),
     ("gelu_backward_f32", 12.0),
+    ("relu_forward_f32", 1.0),
+    ("relu_backward_f32", 2.0),
     ("dropout_apply_f32", 2.0),
     ("cast_f32_to_bf16", 0.0),
     ("cast_f32_to_f16", 0.0),

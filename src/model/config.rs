@@ -1,5 +1,6 @@
 //! MERT / HuBERT `config.json`: the fields the engine uses, with HF's defaults, and validation.
 
+use crate::ops::activation::Activation;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -126,15 +127,8 @@ impl MertConfig {
             "group" | "layer" => {}
             other => bail!("feat_extract_norm must be \"group\" or \"layer\", got {other:?}"),
         }
-        for (what, act) in [
-            ("hidden_act", &self.hidden_act),
-            ("feat_extract_activation", &self.feat_extract_activation),
-        ] {
-            ensure!(
-                act == "gelu",
-                "{what} {act:?} is not supported (only exact \"gelu\")"
-            );
-        }
+        self.hidden_activation()?;
+        self.feat_activation()?;
         ensure!(
             !self.feature_extractor_cqt,
             "feature_extractor_cqt = true (CQT input features) is not supported"
@@ -156,6 +150,16 @@ impl MertConfig {
             );
         }
         Ok(())
+    }
+
+    /// The FFN's activation (`hidden_act`).
+    pub fn hidden_activation(&self) -> Result<Activation> {
+        Activation::parse(&self.hidden_act).context("hidden_act")
+    }
+
+    /// The conv stack's and the positional conv's activation (`feat_extract_activation`).
+    pub fn feat_activation(&self) -> Result<Activation> {
+        Activation::parse(&self.feat_extract_activation).context("feat_extract_activation")
     }
 
     pub fn head_dim(&self) -> usize {

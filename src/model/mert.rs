@@ -136,7 +136,7 @@ impl Mert {
                     nn::transpose_last2(tape, &t)?
                 };
             }
-            x = nn::gelu(tape, &x);
+            x = nn::activation(tape, &x, cfg.feat_activation()?);
         }
         if let Some(m) = opts.feature_grad_mult {
             x = nn::grad_multiply(tape, &x, m);
@@ -241,7 +241,7 @@ impl Mert {
         if p.shape()[2] != frames {
             p = nn::narrow_last(tape, &p, frames)?;
         }
-        let p = nn::gelu(tape, &p);
+        let p = nn::activation(tape, &p, self.config.feat_activation()?);
         nn::transpose_last2(tape, &p)
     }
 
@@ -303,7 +303,7 @@ impl Mert {
             nn::layer_norm(tape, &h, &ln2.0, &ln2.1, cfg.layer_norm_eps)?
         };
         let f = proj(tape, &ff_in, "feed_forward.intermediate_dense")?;
-        let f = nn::gelu(tape, &f);
+        let f = nn::activation(tape, &f, cfg.hidden_activation()?);
         let f = dropout(tape, &f, cfg.activation_dropout);
         let f = proj(tape, &f, "feed_forward.output_dense")?;
         let f = dropout(tape, &f, cfg.hidden_dropout);

@@ -2,6 +2,7 @@
 //! Plain slices in, plain slices out (llm.c style); backward functions ACCUMULATE (+=) into gradients,
 //! and take `Option<&mut [f32]>` for gradients that are not wanted (frozen parameters).
 
+pub mod activation;
 pub mod attention;
 pub mod conv1d;
 pub mod dropout;

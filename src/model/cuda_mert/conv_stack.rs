@@ -1,11 +1,11 @@
 //! The waveform feature extractor on the device, forward and backward side by side: seven strided convs,
-//! each followed by GELU, with GroupNorm after the first (MERT-v1-95M) or LayerNorm over channels after
-//! every one (the 330M form). See docs/model.md.
+//! each followed by the config's activation (GELU for MERT), with GroupNorm after the first (MERT-v1-95M)
+//! or LayerNorm over channels after every one (the 330M form). See docs/model.md.
 
 use anyhow::{Context, Result};
 
 use super::{Buf, CudaMert};
-use crate::cuda::{conv1d, elementwise, gelu, group_norm};
+use crate::cuda::{activation, conv1d, elementwise, group_norm};
 use crate::model::contract::CONV_NORM_EPS;
 use crate::ops::conv1d::Conv1dShape;
 
@@ -27,17 +27,17 @@ pub(super) enum ConvNorm {
 
 pub(super) struct ConvSaved {
     pub shape: Conv1dShape,
-    /// The layer's input (the previous GELU output); None for layer 0, whose input is the audio.
+    /// The layer's input (the previous activation output); None for layer 0, whose input is the audio.
     pub input: Option<Buf>,
-    /// The conv output [B, C, T] (GroupNorm input; the GELU input when there is no norm).
+    /// The conv output [B, C, T] (GroupNorm input; the activation input when there is no norm).
     pub conv_out: Buf,
     pub norm: ConvNorm,
-    /// The GELU input when a norm precedes it.
-    pub gelu_in: Option<Buf>,
+    /// The activation input when a norm precedes it.
+    pub act_in: Option<Buf>,
 }
 
 impl CudaMert {
-    /// The feature extractor on `audio` [B, L]: the last GELU output [B, C, T] and, when `record`, what
+    /// The feature extractor on `audio` [B, L]: the last activation output [B, C, T] and, when `record`, what
     /// backward needs per layer.
     pub(super) fn conv_stack_forward(
         &self,
@@ -48,6 +48,7 @@ impl CudaMert {
     ) -> Result<(Buf, Vec<ConvSaved>)> {
         let cfg = &self.config;
         let dev = &self.dev;
+        let act = cfg.feat_activation()?;
         let mut convs = Vec::new();
         let mut x_len = samples;
         let mut in_ch = 1;
@@ -80,7 +81,7 @@ impl CudaMert {
             )
             .with_context(|| format!("conv layer {i}"))?;
             let norm_name = format!("{pre}.layer_norm");
-            let (norm, gelu_in) = if cfg.feat_extract_norm == "layer" {
+            let (norm, act_in) = if cfg.feat_extract_norm == "layer" {
                 let tin = self.transposed(&conv_out, batch, c, t)?;
                 let (n, mean, rstd) =
                     self.layer_norm(&tin, batch * t, &norm_name, CONV_NORM_EPS)?;
@@ -119,14 +120,14 @@ impl CudaMert {
             } else {
                 (ConvNorm::None, None)
             };
-            x = Some(self.gelu(gelu_in.as_ref().unwrap_or(&conv_out))?);
+            x = Some(self.activation(act, act_in.as_ref().unwrap_or(&conv_out))?);
             if record {
                 convs.push(ConvSaved {
                     shape,
                     input,
                     conv_out,
                     norm,
-                    gelu_in,
+                    act_in,
                 });
             }
             x_len = t;
@@ -147,6 +148,7 @@ impl CudaMert {
         grad_mult: Option<f32>,
     ) -> Result<()> {
         let dev = self.dev.clone();
+        let act = self.config.feat_activation()?;
         let n = convs.len();
         let trainable_upto: Vec<bool> =
             (0..n)
@@ -173,19 +175,20 @@ impl CudaMert {
         for i in (0..n).rev() {
             let c = convs.pop().expect("one saved entry per conv layer");
             let pre = format!("feature_extractor.conv_layers.{i}");
-            let mut d_gelu_in = self.zeros(dx.len())?;
-            gelu::gelu_backward(
+            let mut d_act_in = self.zeros(dx.len())?;
+            activation::activation_backward(
                 &dev,
-                &mut d_gelu_in,
+                act,
+                &mut d_act_in,
                 &dx,
-                c.gelu_in.as_ref().unwrap_or(&c.conv_out),
+                c.act_in.as_ref().unwrap_or(&c.conv_out),
             )?;
             drop(dx);
             let (ch, len) = (c.shape.out_channels, c.shape.out_len());
             let d_conv = match &c.norm {
-                ConvNorm::None => d_gelu_in,
+                ConvNorm::None => d_act_in,
                 ConvNorm::Group { mean, rstd } => {
-                    let mut d = self.zeros(d_gelu_in.len())?;
+                    let mut d = self.zeros(d_act_in.len())?;
                     let w = self.params.id(&format!("{pre}.layer_norm.weight"))?;
                     let b = self.params.id(&format!("{pre}.layer_norm.bias"))?;
                     let (weight, dw, db) = self.params.value_and_grads(w, Some(b));
@@ -194,7 +197,7 @@ impl CudaMert {
                         Some(&mut d),
                         dw,
                         db,
-                        &d_gelu_in,
+                        &d_act_in,
                         &c.conv_out,
                         weight,
                         mean,
@@ -208,7 +211,7 @@ impl CudaMert {
                     d
                 }
                 ConvNorm::Layer { input, mean, rstd } => {
-                    let d_t = self.transposed(&d_gelu_in, batch, ch, len)?;
+                    let d_t = self.transposed(&d_act_in, batch, ch, len)?;
                     let mut d_in = self.zeros(d_t.len())?;
                     self.layer_norm_backward(
                         &format!("{pre}.layer_norm"),

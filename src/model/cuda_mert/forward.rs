@@ -6,10 +6,11 @@ use super::conv_stack::ConvSaved;
 use super::positional::PositionalSaved;
 use super::{Buf, CudaMert};
 use crate::cuda::tensor_core;
-use crate::cuda::{dropout, gelu, gemm, layer_norm, layout};
+use crate::cuda::{activation, dropout, gemm, layer_norm, layout};
 use crate::device::{CudaDevice, DeviceBuffer};
 use crate::model::contract::{attention_dropout_seed, layerdrop_rng, DropoutSeeds};
 use crate::model::mert::ForwardOptions;
+use crate::ops::activation::Activation;
 use crate::ops::attention::AttentionDropout;
 
 /// One encoder layer's saved activations (post-LN and pre-LN forms share the struct).
@@ -27,7 +28,7 @@ pub(super) struct LayerSaved {
     /// Post-LN: LayerNorm(resid1) (the FFN input and its residual); pre-LN: LayerNorm2(resid1).
     pub ffn_in: Buf,
     pub ffn_in_stats: (Buf, Buf),
-    /// intermediate_dense output (the GELU input) and the dropped-out GELU output (output_dense input).
+    /// intermediate_dense output (the activation input) and the dropped-out activation output (output_dense input).
     pub inter: Buf,
     pub act: Buf,
     /// Post-LN only: ffn_in + dropout(output_dense(act)), the final LayerNorm's input, and its stats.
@@ -142,9 +143,10 @@ impl CudaMert {
         Ok((out, mean, rstd))
     }
 
-    pub(super) fn gelu(&self, x: &Buf) -> Result<Buf> {
+    /// f(x) in a new buffer, f the config's activation `act`.
+    pub(super) fn activation(&self, act: Activation, x: &Buf) -> Result<Buf> {
         let mut out = self.dev.alloc(x.len())?;
-        gelu::gelu_forward(&self.dev, &mut out, x)?;
+        activation::activation_forward(&self.dev, act, &mut out, x)?;
         Ok(out)
     }
 
@@ -232,7 +234,7 @@ impl CudaMert {
             h = out;
         }
 
-        // Positional conv embedding: h + GELU(weight-normed grouped conv of h).
+        // Positional conv embedding: h + act(weight-normed grouped conv of h).
         let (h2, pos) = self.positional_forward(&h, batch, frames)?;
         drop(h);
         let post_ln = !cfg.do_stable_layer_norm;

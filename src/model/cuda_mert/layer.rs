@@ -7,7 +7,8 @@ use super::forward::LayerSaved;
 use super::{Buf, CudaMert};
 use crate::cuda::tensor_core::HalfKind;
 use crate::cuda::{
-    attention, attention_tc, dropout, elementwise, gelu, gemm, layer_norm, layout, tensor_core,
+    activation, attention, attention_tc, dropout, elementwise, gemm, layer_norm, layout,
+    tensor_core,
 };
 use crate::device::DeviceBuffer;
 use crate::ops::attention::{AttentionDropout, AttentionShape};
@@ -110,7 +111,7 @@ impl CudaMert {
             &format!("{pre}.feed_forward.intermediate_dense"),
         )?;
         let mut act = dev.alloc(inter.len())?;
-        gelu::gelu_forward(dev, &mut act, &inter)?;
+        activation::activation_forward(dev, cfg.hidden_activation()?, &mut act, &inter)?;
         let act = self.dropout(act, cfg.activation_dropout, seeds[1], train)?;
         let f = self.linear(&act, rows, &format!("{pre}.feed_forward.output_dense"))?;
         let f = self.dropout(f, cfg.hidden_dropout, seeds[2], train)?;
@@ -194,7 +195,13 @@ impl CudaMert {
         drop((d_f, s.act));
         let d_act = self.dropout_backward(d_act, cfg.activation_dropout, s.seeds[1], train)?;
         let mut d_inter = self.zeros(rows * inter_f)?;
-        gelu::gelu_backward(&self.dev, &mut d_inter, &d_act, &s.inter)?;
+        activation::activation_backward(
+            &self.dev,
+            self.config.hidden_activation()?,
+            &mut d_inter,
+            &d_act,
+            &s.inter,
+        )?;
         drop((d_act, s.inter));
         self.linear_backward(
             &format!("{pre}.feed_forward.intermediate_dense"),

@@ -193,13 +193,6 @@ impl CudaMert {
     /// Uploads `model` (values and frozen flags) to `dev`.
     pub fn new(dev: &CudaDevice, model: &Mert) -> Result<CudaMert> {
         model.config.validate()?;
-        if model.config.hidden_act != "gelu" || model.config.feat_extract_activation != "gelu" {
-            bail!(
-                "the CUDA model supports the gelu activation only (config has {} / {})",
-                model.config.hidden_act,
-                model.config.feat_extract_activation
-            );
-        }
         ensure!(
             model.config.head_dim() <= 64,
             "the CUDA attention kernel supports head_dim <= 64, config has {}",

@@ -1,11 +1,11 @@
-//! The positional conv embedding on the device, forward and backward side by side: GELU of a grouped,
-//! weight-normed conv (kernel 128, 16 groups for MERT-v1-95M) added to its input; for an even kernel the
-//! last output frame is dropped. See docs/model.md.
+//! The positional conv embedding on the device, forward and backward side by side: the activation (GELU
+//! for MERT) of a grouped, weight-normed conv (kernel 128, 16 groups for MERT-v1-95M) added to its input;
+//! for an even kernel the last output frame is dropped. See docs/model.md.
 
 use anyhow::{ensure, Context, Result};
 
 use super::{Buf, CudaMert};
-use crate::cuda::{conv1d, elementwise, gelu, layout, weight_norm};
+use crate::cuda::{activation, conv1d, elementwise, layout, weight_norm};
 use crate::model::weights::{POS_CONV_G, POS_CONV_V};
 use crate::ops::conv1d::Conv1dShape;
 
@@ -16,12 +16,12 @@ pub(super) struct PositionalSaved {
     /// Weight-normed conv weight and the norms of v.
     pub weight: Buf,
     pub norms: Buf,
-    /// The narrowed conv output [B, H, T] (GELU input).
+    /// The narrowed conv output [B, H, T] (activation input).
     pub conv: Buf,
 }
 
 impl CudaMert {
-    /// h [B, T, H] -> h + GELU(pos_conv(h)), and what backward needs.
+    /// h [B, T, H] -> h + act(pos_conv(h)), and what backward needs.
     pub(super) fn positional_forward(
         &self,
         h: &Buf,
@@ -58,7 +58,8 @@ impl CudaMert {
         } else {
             pconv
         };
-        let pos = self.transposed(&self.gelu(&pos_conv)?, batch, hidden, frames)?;
+        let act = self.config.feat_activation()?;
+        let pos = self.transposed(&self.activation(act, &pos_conv)?, batch, hidden, frames)?;
         let mut sum = dev.alloc(h.len())?;
         elementwise::add(dev, &mut sum, h, &pos)?;
         let saved = PositionalSaved {
@@ -84,7 +85,8 @@ impl CudaMert {
         let rows = batch * frames;
         let d_pos = self.transposed(d, batch, frames, hidden)?;
         let mut d_pos_conv = self.zeros(d_pos.len())?;
-        gelu::gelu_backward(&dev, &mut d_pos_conv, &d_pos, &saved.conv)?;
+        let act = self.config.feat_activation()?;
+        activation::activation_backward(&dev, act, &mut d_pos_conv, &d_pos, &saved.conv)?;
         drop(d_pos);
         let pshape = self.pos_conv_shape(batch, frames);
         if pshape.out_len() != frames {
