@@ -4,8 +4,8 @@
 
 mod common;
 
-use culturemert_raw::cli::embed::{embed_samples, embed_samples_on, Backend, Pool};
 use culturemert_raw::device::Schedule;
+use culturemert_raw::embed::{embed_samples, embed_samples_on, Backend, Pool};
 use culturemert_raw::model::cuda_mert::CudaMert;
 use culturemert_raw::model::mert::Mert;
 

@@ -1,7 +1,7 @@
 //! Probing datasets: the tag table (CSV/TSV with columns file, split, tags) and the frozen, time-mean-pooled
 //! MERT embeddings of every clip (all hidden states, per chunk), with an optional safetensors cache.
 
-use crate::cli::embed::{embed_samples, zero_mean_unit_var, Pool};
+use crate::embed::{embed_samples, zero_mean_unit_var, Pool};
 use crate::model::mert::Mert;
 use crate::model::weights::{read_safetensors, write_safetensors};
 use crate::tensor::{CpuData, Tensor};
