@@ -1,5 +1,6 @@
 //! `embed` on the emulated CUDA device vs the CPU backend (the CPU path itself is golden-tested against
-//! transformers in model_golden.rs): chunked and pooled outputs of a real-shaped clip on the tiny model.
+//! transformers in model_golden.rs): chunked and pooled outputs of a real-shaped clip on the tiny model,
+//! equal-length chunks batched on the device.
 //! Tolerance: max |emu - cpu| <= 1e-5 * max |cpu| (f32 on both sides, summation order only).
 
 mod common;
@@ -34,7 +35,13 @@ fn embed_on_emu_matches_cpu_chunked_and_pooled() {
     let dev = common::device(Schedule::Reverse);
     let emu = Backend::Cuda(Box::new(CudaMert::new(&dev, &model).unwrap()));
     let layers = [0, 2];
-    for (pool, chunk) in [(Pool::None, Some(2880)), (Pool::Mean, None)] {
+    // Chunks of 2880: [2880, 2880, 1440], the first two in one device batch; chunks of 1800: one batch of
+    // four; no chunking: a single clip.
+    for (pool, chunk) in [
+        (Pool::None, Some(2880)),
+        (Pool::Mean, Some(1800)),
+        (Pool::Mean, None),
+    ] {
         let cpu = embed_samples(&model, &samples, &layers, pool, chunk).unwrap();
         let got = embed_samples_on(&emu, &samples, &layers, pool, chunk).unwrap();
         assert_eq!(got.shape(), cpu.shape(), "{pool:?}");
