@@ -152,8 +152,8 @@ impl<'a> Backend<'a> {
         }
     }
 
-    /// Pieces per forward: chunks of one clip are batched on a CUDA device.
-    fn max_batch(&self) -> usize {
+    /// Pieces per forward: equal-length pieces are batched on a CUDA device.
+    pub fn max_batch(&self) -> usize {
         match self {
             Backend::Cpu(_) => 1,
             Backend::Cuda(_) => MAX_DEVICE_BATCH,
@@ -205,7 +205,6 @@ pub fn embed_samples_on(
                 .collect()
         }
     };
-    let h = cfg.hidden_size;
     let mut per_layer: Vec<Vec<f32>> = vec![Vec::new(); layers.len()];
     let mut frames_total = 0;
     // Consecutive pieces of equal length (all but a shorter last one) share a forward; each batch is
@@ -219,33 +218,85 @@ pub fn embed_samples_on(
         }
         for (frames, states) in model.hidden_states(&chunks[start..end], layers)? {
             frames_total += frames;
-            for (dst, hs) in per_layer.iter_mut().zip(&states) {
-                match pool {
-                    Pool::None => dst.extend_from_slice(hs),
-                    Pool::Mean => {
-                        let mut mean = vec![0.0f64; h];
-                        for row in hs.chunks_exact(h) {
-                            for (m, &v) in mean.iter_mut().zip(row) {
-                                *m += v as f64;
-                            }
-                        }
-                        if dst.is_empty() {
-                            dst.resize(h, 0.0);
-                        }
-                        for (d, m) in dst.iter_mut().zip(&mean) {
-                            *d += (m / frames as f64 / chunks.len() as f64) as f32;
-                        }
-                    }
-                }
-            }
+            fold_piece(
+                &mut per_layer,
+                frames,
+                &states,
+                pool,
+                cfg.hidden_size,
+                chunks.len(),
+            );
         }
         start = end;
     }
+    Ok(assemble(per_layer, frames_total, pool, cfg.hidden_size))
+}
+
+/// Adds one piece's hidden states to the per-layer result: appended in time (`None`), or its time mean
+/// divided by the number of pieces (`Mean`: the mean of the per-piece means).
+fn fold_piece(
+    per_layer: &mut [Vec<f32>],
+    frames: usize,
+    states: &[Vec<f32>],
+    pool: Pool,
+    h: usize,
+    pieces: usize,
+) {
+    for (dst, hs) in per_layer.iter_mut().zip(states) {
+        match pool {
+            Pool::None => dst.extend_from_slice(hs),
+            Pool::Mean => {
+                let mut mean = vec![0.0f64; h];
+                for row in hs.chunks_exact(h) {
+                    for (m, &v) in mean.iter_mut().zip(row) {
+                        *m += v as f64;
+                    }
+                }
+                if dst.is_empty() {
+                    dst.resize(h, 0.0);
+                }
+                for (d, m) in dst.iter_mut().zip(&mean) {
+                    *d += (m / frames as f64 / pieces as f64) as f32;
+                }
+            }
+        }
+    }
+}
+
+fn assemble(per_layer: Vec<Vec<f32>>, frames: usize, pool: Pool, h: usize) -> Tensor {
+    let n = per_layer.len();
     let data: Vec<f32> = per_layer.concat();
-    Ok(match pool {
-        Pool::None => Tensor::from_f32(&[layers.len(), frames_total, h], data),
-        Pool::Mean => Tensor::from_f32(&[layers.len(), h], data),
-    })
+    match pool {
+        Pool::None => Tensor::from_f32(&[n, frames, h], data),
+        Pool::Mean => Tensor::from_f32(&[n, h], data),
+    }
+}
+
+/// Unchunked embeddings of several clips of the same length in one forward (one device batch; the CPU
+/// runs them one by one). Each result equals [`embed_samples_on`] of that clip without chunking.
+pub fn embed_same_length_on(
+    model: &Backend,
+    clips: &[&[f32]],
+    layers: &[usize],
+    pool: Pool,
+) -> Result<Vec<Tensor>> {
+    let cfg = model.config();
+    let min = cfg.min_samples();
+    ensure!(!clips.is_empty(), "no clips to embed");
+    ensure!(
+        clips[0].len() >= min,
+        "audio has {} samples, fewer than the {min} the model needs for one frame",
+        clips[0].len()
+    );
+    let out = model.hidden_states(clips, layers)?;
+    Ok(out
+        .into_iter()
+        .map(|(frames, states)| {
+            let mut per_layer = vec![Vec::new(); layers.len()];
+            fold_piece(&mut per_layer, frames, &states, pool, cfg.hidden_size, 1);
+            assemble(per_layer, frames, pool, cfg.hidden_size)
+        })
+        .collect())
 }
 
 /// Tensor name for an input: its file stem.

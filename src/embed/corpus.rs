@@ -4,10 +4,11 @@
 //! [`PREFETCH`] clips ahead of the model through a bounded channel, so the model never waits on the
 //! decoder when decoding is faster than the forward, and host memory holds at most `PREFETCH + 2` clips
 //! whatever the corpus size. A clip that cannot be read, decoded or embedded is that input's `Err` (its
-//! message says why; the input says which file); the corpus goes on. Clips are embedded one at a time
-//! (no batching of equal-length clips on a CUDA device yet).
+//! message says why; the input says which file); the corpus goes on. On a CUDA device, consecutive
+//! clips of equal length (without `chunk`) run as one batch of up to [`super::clip::MAX_DEVICE_BATCH`],
+//! and the chunks of a long clip are batched likewise (so host memory then holds up to that many clips).
 
-use super::clip::{embed_samples_on, zero_mean_unit_var, Backend, Pool};
+use super::clip::{embed_same_length_on, embed_samples_on, zero_mean_unit_var, Backend, Pool};
 use super::inputs::Input;
 use crate::tensor::Tensor;
 use anyhow::{anyhow, Result};
@@ -60,6 +61,32 @@ pub fn decode(input: &Input, rate: u32, normalize: bool) -> Result<Vec<f32>> {
     Ok(samples)
 }
 
+/// One result per clip of `group` (clips of equal length when there are several): one device batch,
+/// or clip by clip if the batch fails, so that each clip gets its own error.
+fn embed_group(
+    backend: &Backend,
+    settings: &EmbedSettings,
+    group: &[(&Input, Vec<f32>)],
+) -> Vec<Result<Tensor>> {
+    let one = |samples: &[f32]| {
+        embed_samples_on(
+            backend,
+            samples,
+            &settings.layers,
+            settings.pool,
+            settings.chunk,
+        )
+    };
+    if group.len() > 1 {
+        let clips: Vec<&[f32]> = group.iter().map(|(_, s)| s.as_slice()).collect();
+        if let Ok(tensors) = embed_same_length_on(backend, &clips, &settings.layers, settings.pool)
+        {
+            return tensors.into_iter().map(Ok).collect();
+        }
+    }
+    group.iter().map(|(_, s)| one(s)).collect()
+}
+
 /// Embeds every input in order and calls `on_result(input, result)` for each as soon as it is done.
 ///
 /// A failed input is an `Err` passed to `on_result` (the message is the reason, e.g. "cannot read WAV
@@ -85,28 +112,44 @@ pub fn embed_corpus(
                 }
             }
         });
-        for (input, decoded) in inputs.iter().zip(rx.iter()) {
-            let result = decoded.and_then(|samples| {
-                let tensor = embed_samples_on(
-                    backend,
-                    &samples,
-                    &settings.layers,
-                    settings.pool,
-                    settings.chunk,
-                )?;
-                Ok(Embedding {
+        let batch_clips = settings.chunk.is_none() && backend.max_batch() > 1;
+        let mut decoded = inputs.iter().zip(rx.iter()).peekable();
+        while let Some((input, first)) = decoded.next() {
+            let samples = match first {
+                Ok(s) => s,
+                Err(e) => {
+                    stats.failed += 1;
+                    on_result(input, Err(e))?;
+                    continue;
+                }
+            };
+            // On a device, the decoded clips that follow with the same length join this one's batch.
+            let mut group = vec![(input, samples)];
+            while batch_clips && group.len() < backend.max_batch() {
+                match decoded.peek() {
+                    Some((_, Ok(next))) if next.len() == group[0].1.len() => {
+                        let (i, next) = decoded.next().expect("peeked");
+                        group.push((i, next.expect("peeked Ok")));
+                    }
+                    _ => break,
+                }
+            }
+            for ((input, samples), result) in
+                group.iter().zip(embed_group(backend, settings, &group))
+            {
+                let result = result.map(|tensor| Embedding {
                     tensor,
                     audio_seconds: samples.len() as f64 / rate as f64,
-                })
-            });
-            match &result {
-                Ok(e) => {
-                    stats.embedded += 1;
-                    stats.audio_seconds += e.audio_seconds;
+                });
+                match &result {
+                    Ok(e) => {
+                        stats.embedded += 1;
+                        stats.audio_seconds += e.audio_seconds;
+                    }
+                    Err(_) => stats.failed += 1,
                 }
-                Err(_) => stats.failed += 1,
+                on_result(input, result)?;
             }
-            on_result(input, result)?;
         }
         Ok(stats)
     })
