@@ -2,7 +2,8 @@
 //!
 //! Layout (see README.md): `tensor` (the tensor type), `ops` (CPU oracle ops, forward and backward),
 //! `device` + `cuda` (CUDA runtime, host emulator, kernel launchers), `autograd` (the tape),
-//! `model` (MERT, heads, teachers), `audio`, `train`, `eval`, `merge`, `cli`.
+//! `model` (MERT, heads, teachers), `audio`, `embed` (clip and corpus embedding), `train`, `eval`,
+//! `merge`, `cli`.
 
 pub mod alloc;
 pub mod audio;
@@ -10,6 +11,7 @@ pub mod autograd;
 pub mod cli;
 pub mod cuda;
 pub mod device;
+pub mod embed;
 pub mod eval;
 pub mod io;
 pub mod merge;

@@ -4,6 +4,7 @@
 
 mod common;
 
+use culturemert_raw::embed::Backend;
 use culturemert_raw::eval::probe::data::{
     embed_clip, load_cache, parse_tag_table, read_tag_table, save_cache, CacheKey, ClipEmbeddings,
     Split,
@@ -442,7 +443,7 @@ fn tiny_mert_probe_from_wav_files() {
         .iter()
         .map(|c| {
             embed_clip(
-                &model,
+                &Backend::Cpu(&model),
                 culturemert_raw::audio::wav::load_mono(&c.path, rate).unwrap(),
                 chunk,
             )

@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// cpu | cuda | cuda:N | emu | auto: where the FFT and the kernel bands run.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Audio files (WAV, FLAC, MP3, Ogg); mixed to mono and resampled to 24 kHz.
     #[arg(required = true)]
@@ -33,6 +33,7 @@ pub fn run(args: Args) -> Result<()> {
     let names = crate::io::names::tensor_names(&args.inputs)?;
     let plan = CqtPlan::mert_shared();
     let device = crate::device::Device::parse(&args.device)?;
+    eprintln!("cqt: device {device}");
     let device_plan = match &device {
         crate::device::Device::Cpu => None,
         crate::device::Device::Cuda(dev) => {

@@ -1,22 +1,30 @@
-//! `culturemert-raw embed`: hidden-state embeddings of audio files, one tensor per file.
+//! `culturemert-raw embed`: hidden-state embeddings of audio files (the work is in src/embed).
+//!
+//! * `--out F.safetensors`: one tensor per input in one file, named after the input's file stem; the
+//!   first failing input aborts the run.
+//! * `--out-dir DIR`: one file per input, `DIR/<relative path>.safetensors`, written as each finishes;
+//!   failures are listed in `DIR/errors.tsv` and make the exit code non-zero; `--resume` skips inputs
+//!   whose output is valid.
 
-use crate::autograd::Tape;
 use crate::device::Device;
-use crate::model::config::MertConfig;
-use crate::model::cuda_mert::{CudaMert, Precision};
-use crate::model::mert::{ForwardOptions, Mert};
-use crate::tensor::Tensor;
+use crate::embed::out_dir::ERRORS_FILE;
+use crate::embed::{
+    embed_corpus, embed_to_dir, list_inputs, parse_layers, tensor_name, Backend, EmbedSettings,
+    Pool,
+};
+use crate::model::cuda_mert::Precision;
+use crate::model::mert::Mert;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// HF-layout model directory (config.json + model.safetensors or pytorch_model.bin).
     #[arg(long)]
     pub model: PathBuf,
-    /// cpu | cuda | emu | auto (auto = CUDA if a GPU is usable, else CPU).
-    #[arg(long, default_value = "cpu")]
+    /// cpu | cuda | cuda:N | emu | auto (auto = CUDA if a GPU is usable, else CPU).
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Linear-layer and attention arithmetic on a CUDA device: f32 | bf16 | f16 (tensor cores).
     #[arg(long, default_value = "f32")]
@@ -34,227 +42,95 @@ pub struct Args {
     #[arg(long)]
     pub chunk_seconds: Option<f64>,
     /// Output safetensors file; one f32 tensor per input, named after the input's file stem.
+    #[arg(long, conflicts_with = "out_dir", required_unless_present = "out_dir")]
+    pub out: Option<PathBuf>,
+    /// Output directory: one safetensors file (tensor `embedding`) per input at DIR/<relative path>.safetensors.
     #[arg(long)]
-    pub out: PathBuf,
-    /// Audio files (WAV; other formats where the decoder supports them).
+    pub out_dir: Option<PathBuf>,
+    /// With --out-dir: skip inputs whose output file exists and is valid for these settings.
+    #[arg(long, requires = "out_dir")]
+    pub resume: bool,
+    /// Audio files (WAV, FLAC, MP3, Ogg Vorbis), directories (searched recursively by extension) and
+    /// manifests (.txt/.tsv/.lst: one path per line, relative to the manifest, # comments).
     #[arg(required = true)]
     pub audio: Vec<PathBuf>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Pool {
-    None,
-    Mean,
-}
-
-pub fn parse_layers(spec: &str, num_layers: usize) -> Result<Vec<usize>> {
-    if spec == "all" {
-        return Ok((0..=num_layers).collect());
-    }
-    let mut out = Vec::new();
-    for part in spec.split(',') {
-        let l: usize = part
-            .trim()
-            .parse()
-            .with_context(|| format!("--layers: {part:?} is not a layer index"))?;
-        ensure!(
-            l <= num_layers,
-            "--layers: layer {l} does not exist (the model has hidden states 0..={num_layers})"
-        );
-        out.push(l);
-    }
-    ensure!(!out.is_empty(), "--layers is empty");
-    Ok(out)
-}
-
-/// transformers' `zero_mean_unit_var_norm`: (x - mean) / sqrt(var + 1e-7), population variance.
-pub fn zero_mean_unit_var(x: &mut [f32]) {
-    let n = x.len().max(1) as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    let inv = 1.0 / (var + 1e-7).sqrt();
-    for v in x {
-        *v = ((*v as f64 - mean) * inv) as f32;
-    }
-}
-
-/// Where the forward runs: the CPU tape, or the model resident on a CUDA device (GPU or emulator).
-pub enum Backend<'a> {
-    Cpu(&'a Mert),
-    Cuda(Box<CudaMert>),
-}
-
-impl Backend<'_> {
-    fn config(&self) -> &MertConfig {
-        match self {
-            Backend::Cpu(m) => &m.config,
-            Backend::Cuda(m) => &m.config,
-        }
-    }
-
-    /// Valid frames and the requested hidden states [frames, hidden] of one clip.
-    fn hidden_states(&self, piece: &[f32], layers: &[usize]) -> Result<(usize, Vec<Vec<f32>>)> {
-        match self {
-            Backend::Cpu(model) => {
-                let mut tape = Tape::no_grad();
-                let audio = Tensor::from_f32(&[1, piece.len()], piece.to_vec());
-                let out = model.forward(&mut tape, &audio, None, &ForwardOptions::default())?;
-                let hs = layers.iter().map(|&l| out.hidden_states[l].data().to_vec());
-                Ok((out.frame_lengths[0], hs.collect()))
-            }
-            Backend::Cuda(model) => {
-                let opts = ForwardOptions::default();
-                let out = model.forward(piece, 1, piece.len(), None, &opts, false)?;
-                let hs = layers.iter().map(|&l| out.hidden_state(&model.dev, l));
-                Ok((out.frame_lengths[0], hs.collect::<Result<_>>()?))
-            }
-        }
-    }
-}
-
-/// Embeddings of one clip on the CPU: [layers.len(), frames, hidden] (or [layers.len(), hidden] pooled).
-pub fn embed_samples(
-    model: &Mert,
-    samples: &[f32],
-    layers: &[usize],
-    pool: Pool,
-    chunk: Option<usize>,
-) -> Result<Tensor> {
-    embed_samples_on(&Backend::Cpu(model), samples, layers, pool, chunk)
-}
-
-/// [`embed_samples`] on any backend.
-pub fn embed_samples_on(
-    model: &Backend,
-    samples: &[f32],
-    layers: &[usize],
-    pool: Pool,
-    chunk: Option<usize>,
-) -> Result<Tensor> {
-    let cfg = model.config();
-    let min = cfg.min_samples();
-    ensure!(
-        samples.len() >= min,
-        "audio has {} samples, fewer than the {min} the model needs for one frame",
-        samples.len()
-    );
-    let chunks: Vec<&[f32]> = match chunk {
-        None => vec![samples],
-        Some(c) => {
-            ensure!(
-                c >= min,
-                "--chunk-seconds gives {c} samples, fewer than the {min} needed for one frame"
-            );
-            // A trailing piece too short for one frame is dropped.
-            samples
-                .chunks(c)
-                .filter(|piece| piece.len() >= min)
-                .collect()
-        }
-    };
-    let h = cfg.hidden_size;
-    let mut per_layer: Vec<Vec<f32>> = vec![Vec::new(); layers.len()];
-    let mut frames_total = 0;
-    for piece in &chunks {
-        let (frames, states) = model.hidden_states(piece, layers)?;
-        frames_total += frames;
-        for (dst, hs) in per_layer.iter_mut().zip(&states) {
-            match pool {
-                Pool::None => dst.extend_from_slice(hs),
-                Pool::Mean => {
-                    let mut mean = vec![0.0f64; h];
-                    for row in hs.chunks_exact(h) {
-                        for (m, &v) in mean.iter_mut().zip(row) {
-                            *m += v as f64;
-                        }
-                    }
-                    if dst.is_empty() {
-                        dst.resize(h, 0.0);
-                    }
-                    for (d, m) in dst.iter_mut().zip(&mean) {
-                        *d += (m / frames as f64 / chunks.len() as f64) as f32;
-                    }
-                }
-            }
-        }
-    }
-    let data: Vec<f32> = per_layer.concat();
-    Ok(match pool {
-        Pool::None => Tensor::from_f32(&[layers.len(), frames_total, h], data),
-        Pool::Mean => Tensor::from_f32(&[layers.len(), h], data),
-    })
-}
-
-/// Tensor name for an input: its file stem.
-pub fn tensor_name(path: &Path) -> Result<String> {
-    path.file_stem()
-        .and_then(|s| s.to_str())
-        .map(str::to_string)
-        .with_context(|| format!("{} has no usable file name", path.display()))
-}
-
-pub fn run(args: Args) -> Result<()> {
-    let device = Device::parse(&args.device)?;
-    let pool = match args.pool.as_str() {
-        "none" => Pool::None,
-        "mean" => Pool::Mean,
-        other => bail!("--pool must be none or mean, got {other:?}"),
-    };
-    let model = Mert::load(&args.model)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
-    let layers = parse_layers(&args.layers, model.config.num_hidden_layers)?;
-    let precision = Precision::parse(&args.precision)?;
-    let backend = match &device {
-        Device::Cpu => {
-            ensure!(
-                precision == Precision::F32,
-                "--precision {precision} needs a CUDA device (--device cuda or emu); the CPU runs f32"
-            );
-            Backend::Cpu(&model)
-        }
-        Device::Cuda(dev) => {
-            let mut m = CudaMert::new(dev, &model)?;
-            m.precision = precision;
-            Backend::Cuda(Box::new(m))
-        }
-    };
-    eprintln!("embedding on {device} ({precision})");
+fn settings(args: &Args, model: &Mert) -> Result<EmbedSettings> {
     let rate = model.config.sample_rate;
     let chunk = match args.chunk_seconds {
         None => None,
         Some(s) if s > 0.0 && s.is_finite() => Some((s * rate as f64).round() as usize),
         Some(s) => bail!("--chunk-seconds must be positive, got {s}"),
     };
+    Ok(EmbedSettings {
+        layers: parse_layers(&args.layers, model.config.num_hidden_layers)?,
+        pool: Pool::parse(&args.pool)?,
+        normalize: args.normalize,
+        chunk,
+    })
+}
+
+fn progress_bar(template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("static template"));
+    bar
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = Device::parse(&args.device)?;
+    let precision = Precision::parse(&args.precision)?;
+    eprintln!("embed: device {device} ({precision})");
+    let model = Mert::load(&args.model)
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let settings = settings(&args, &model)?;
+    let backend = Backend::for_device(&device, &model, precision)?;
+    let inputs = list_inputs(&args.audio)?;
+    ensure!(
+        !inputs.is_empty(),
+        "no audio inputs found in {:?}",
+        args.audio
+    );
+    if let Some(dir) = &args.out_dir {
+        let bar = progress_bar("{bar:40} {pos}/{len} files  {elapsed_precise} eta {eta}  {msg}");
+        let s = embed_to_dir(&inputs, dir, &settings, &backend, args.resume, &bar)?;
+        bar.finish_and_clear();
+        eprintln!(
+            "{} input(s): {} written, {} skipped (already done), {} failed; {:.1} s of audio",
+            s.inputs, s.written, s.skipped, s.failed, s.audio_seconds
+        );
+        if s.failed > 0 {
+            bail!(
+                "{} input(s) failed; see {}",
+                s.failed,
+                dir.join(ERRORS_FILE).display()
+            );
+        }
+        return Ok(());
+    }
+    let out = args
+        .out
+        .as_ref()
+        .context("give --out FILE or --out-dir DIR")?;
     let mut names = HashSet::new();
-    for p in &args.audio {
-        let n = tensor_name(p)?;
+    for i in &inputs {
+        let n = tensor_name(&i.path)?;
         ensure!(
             names.insert(n.clone()),
-            "two inputs share the file name {n:?}; output tensors are named after it"
+            "two inputs share the file name {n:?}; output tensors are named after it (use --out-dir)"
         );
     }
-    let bar = indicatif::ProgressBar::new(args.audio.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} files  {elapsed_precise} eta {eta}  {msg}",
-        )
-        .unwrap(),
-    );
+    let bar = progress_bar("{bar:40} {pos}/{len} files  {elapsed_precise} eta {eta}");
+    bar.set_length(inputs.len() as u64);
     let mut outputs = Vec::new();
-    for path in &args.audio {
-        bar.set_message(path.display().to_string());
-        let mut samples = crate::audio::wav::load_mono(path, rate)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if args.normalize {
-            zero_mean_unit_var(&mut samples);
-        }
-        let emb = embed_samples_on(&backend, &samples, &layers, pool, chunk)
-            .with_context(|| format!("embedding {}", path.display()))?;
-        outputs.push((tensor_name(path)?, emb));
+    embed_corpus(&inputs, &settings, &backend, |input, result| {
+        let emb = result.with_context(|| format!("embedding {}", input.path.display()))?;
+        outputs.push((tensor_name(&input.path)?, emb.tensor));
         bar.inc(1);
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
-    crate::model::weights::write_safetensors(&args.out, &outputs, None)?;
-    eprintln!("wrote {} tensors to {}", outputs.len(), args.out.display());
+    crate::model::weights::write_safetensors(out, &outputs, None)?;
+    eprintln!("wrote {} tensors to {}", outputs.len(), out.display());
     Ok(())
 }

@@ -1,11 +1,14 @@
 //! `culturemert-raw probe`: MARBLE-style probing of frozen MERT embeddings on a tagged audio dataset.
 
+use crate::device::Device;
+use crate::embed::Backend;
 use crate::eval::probe::data::{
     embed_clip, load_cache, read_tag_table, save_cache, CacheKey, ClipEmbeddings, TagTable,
 };
 use crate::eval::probe::{run_probe, LayerChoice, ProbeConfig, ProbeData, ProbeReport};
+use crate::model::cuda_mert::Precision;
 use crate::model::mert::Mert;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -48,8 +51,9 @@ pub struct Args {
     /// Write every number (per seed, per tag) as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Only cpu is supported (the probe head is tiny; the MERT forward runs on the CPU).
-    #[arg(long, default_value = "cpu")]
+    /// Where the MERT forward (the embeddings) runs: cpu | cuda | cuda:N | emu | auto (a usable GPU, else
+    /// the CPU). The probe head (a small MLP) always trains on the CPU.
+    #[arg(long, default_value = "auto")]
     pub device: String,
 }
 
@@ -69,8 +73,9 @@ pub fn parse_layer(spec: &str, num_layers: usize) -> Result<LayerChoice> {
     Ok(LayerChoice::Single(l))
 }
 
-fn embed_all(model: &Mert, table: &TagTable, chunk: usize) -> Result<ClipEmbeddings> {
-    let rate = model.config.sample_rate;
+fn embed_all(model: &Backend, table: &TagTable, chunk: usize) -> Result<ClipEmbeddings> {
+    let cfg = model.config();
+    let rate = cfg.sample_rate;
     let bar = indicatif::ProgressBar::new(table.clips.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -90,8 +95,8 @@ fn embed_all(model: &Mert, table: &TagTable, chunk: usize) -> Result<ClipEmbeddi
     }
     bar.finish_and_clear();
     Ok(ClipEmbeddings {
-        states: model.config.num_hidden_layers + 1,
-        hidden: model.config.hidden_size,
+        states: cfg.num_hidden_layers + 1,
+        hidden: cfg.hidden_size,
         per_clip,
     })
 }
@@ -179,14 +184,8 @@ fn model_key(dir: &Path) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    match args.device.as_str() {
-        "cpu" => {}
-        "cuda" | "emu" | "auto" => bail!(
-            "--device {}: probing runs on the CPU only; use --device cpu",
-            args.device
-        ),
-        other => bail!("--device must be cpu, got {other:?}"),
-    }
+    let device = Device::parse(&args.device)?;
+    eprintln!("probe: embeddings on {device}, probe head on cpu");
     ensure!(
         args.chunk_seconds.is_finite() && args.chunk_seconds > 0.0,
         "--chunk-seconds must be positive, got {}",
@@ -213,7 +212,8 @@ pub fn run(args: Args) -> Result<()> {
             load_cache(p, &table, &key)?
         }
         cache => {
-            let emb = embed_all(&model, &table, chunk)?;
+            let backend = Backend::for_device(&device, &model, Precision::F32)?;
+            let emb = embed_all(&backend, &table, chunk)?;
             if let Some(p) = cache {
                 save_cache(p, &table, &emb, &key)?;
                 eprintln!("wrote embedding cache {}", p.display());

@@ -49,6 +49,9 @@ pub struct Args {
     /// Recompute label files even when they are up to date (--dataset).
     #[arg(long)]
     pub force: bool,
+    /// cpu | auto. The teachers run on the CPU only (auto = cpu); cuda / emu are refused.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
     /// Audio files (WAV, FLAC, MP3, Ogg).
     #[arg(conflicts_with = "dataset", required_unless_present = "dataset")]
     pub inputs: Vec<PathBuf>,
@@ -85,7 +88,23 @@ fn progress(n: usize) -> Result<ProgressBar> {
     Ok(bar)
 }
 
+/// The device a teacher runs on: the CPU, the only one with a teacher implementation.
+pub fn resolve_device(spec: &str) -> Result<&'static str> {
+    match spec {
+        "cpu" | "auto" => Ok("cpu"),
+        "emu" | "cuda" => bail!(
+            "--device {spec}: the tokenizer teachers have no CUDA implementation; use --device cpu (or auto)"
+        ),
+        s if s.starts_with("cuda:") => bail!(
+            "--device {s}: the tokenizer teachers have no CUDA implementation; use --device cpu (or auto)"
+        ),
+        other => bail!("unknown device {other:?}: expected cpu or auto (teachers run on the CPU)"),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
+    let device = resolve_device(&args.device)?;
+    eprintln!("tokenize: device {device}");
     let teacher = build_teacher(&args)?;
     if let Some(dir) = &args.dataset {
         let files = find_audio(dir)?.len();

@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long)]
     pub threads: Option<usize>,
     /// cpu | cuda | cuda:N | emu (host emulator) | auto (a usable GPU, else the CPU).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "auto")]
     pub device: String,
     /// Linear-layer arithmetic on a CUDA device: f32 | bf16 | f16 (f16 with dynamic loss scaling).
     #[arg(long, default_value = "f32")]

@@ -1,8 +1,7 @@
 //! Probing datasets: the tag table (CSV/TSV with columns file, split, tags) and the frozen, time-mean-pooled
 //! MERT embeddings of every clip (all hidden states, per chunk), with an optional safetensors cache.
 
-use crate::cli::embed::{embed_samples, zero_mean_unit_var, Pool};
-use crate::model::mert::Mert;
+use crate::embed::{embed_samples_on, zero_mean_unit_var, Backend, Pool};
 use crate::model::weights::{read_safetensors, write_safetensors};
 use crate::tensor::{CpuData, Tensor};
 use anyhow::{bail, ensure, Context, Result};
@@ -240,9 +239,10 @@ impl ClipEmbeddings {
 }
 
 /// One clip: per-clip zero-mean/unit-variance normalisation, then `chunk`-sample pieces (a trailing piece
-/// too short for one frame is dropped), each run through the model and mean-pooled over time.
-pub fn embed_clip(model: &Mert, mut samples: Vec<f32>, chunk: usize) -> Result<Vec<f32>> {
-    let min = model.config.min_samples();
+/// too short for one frame is dropped), each run through the model (on the CPU or a CUDA device) and
+/// mean-pooled over time.
+pub fn embed_clip(model: &Backend, mut samples: Vec<f32>, chunk: usize) -> Result<Vec<f32>> {
+    let min = model.config().min_samples();
     ensure!(
         samples.len() >= min,
         "{} samples, fewer than the {min} the model needs for one frame",
@@ -253,10 +253,10 @@ pub fn embed_clip(model: &Mert, mut samples: Vec<f32>, chunk: usize) -> Result<V
         "chunk of {chunk} samples is shorter than the {min} needed for one frame"
     );
     zero_mean_unit_var(&mut samples);
-    let states: Vec<usize> = (0..=model.config.num_hidden_layers).collect();
+    let states: Vec<usize> = (0..=model.config().num_hidden_layers).collect();
     let mut out = Vec::new();
     for piece in samples.chunks(chunk).filter(|p| p.len() >= min) {
-        out.extend_from_slice(embed_samples(model, piece, &states, Pool::Mean, None)?.data());
+        out.extend_from_slice(embed_samples_on(model, piece, &states, Pool::Mean, None)?.data());
     }
     Ok(out)
 }

@@ -10,6 +10,10 @@
 //! models and lambdas. Float tensors (F32, F16, BF16, F64) are computed in f64 and rounded once to the
 //! stored dtype; integer and bool tensors must be byte-identical in every model and are copied.
 //!
+//! Inputs may be `pytorch_model.bin` (torch.save) checkpoints: they are converted to safetensors in the
+//! output's temporary directory first (src/merge/sources.rs), their tensors renamed to the base's
+//! weight-norm spelling where the two differ.
+//!
 //! A merge writes into a sibling temporary directory and renames it to the output at the end, so a
 //! failure leaves nothing behind.
 
@@ -21,6 +25,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+mod sources;
+pub use sources::{locate, tensor_names, Weights};
 
 /// Elements processed per step of one tensor (bounds the f64 accumulator to 512 KiB).
 const CHUNK: usize = 1 << 16;
@@ -70,8 +77,9 @@ pub struct MergeSummary {
     pub copied_integer_tensors: usize,
 }
 
-/// Merge HF directories (config.json + model.safetensors) into a new directory `out`, which must not
-/// exist or be an empty directory. `out` gets the base's config.json and, if present, its
+/// Merge HF checkpoints into a new directory `out`, which must not exist or be an empty directory.
+/// Each input is a directory (config.json + model.safetensors or pytorch_model.bin) or a weights file
+/// with config.json beside it; the output is safetensors under the base's tensor names. `out` gets the base's config.json and, if present, its
 /// preprocessor_config.json.
 pub fn merge_dirs(
     base: &Path,
@@ -98,15 +106,44 @@ pub fn merge_dirs(
             )
         })?;
     }
-    let base_file = base.join(WEIGHTS_FILE);
-    let model_files: Vec<PathBuf> = models.iter().map(|m| m.join(WEIGHTS_FILE)).collect();
+    let base_weights = locate(base)?;
+    let model_weights: Vec<Weights> = models.iter().map(|m| locate(m)).collect::<Result<_>>()?;
 
     let tmp = temp_sibling(out)?;
     let result = (|| -> Result<MergeSummary> {
         std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let summary = merge_files(&base_file, &model_files, lambdas, &tmp.join(WEIGHTS_FILE))?;
+        // .bin inputs (and safetensors spelled differently from the base) become safetensors here.
+        let converted = tmp.join(".inputs");
+        let base_file = base_weights.as_safetensors(None, &converted.join("base.safetensors"))?;
+        let names = tensor_names(&base_file)?;
+        let model_files: Vec<PathBuf> = model_weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                w.as_safetensors(
+                    Some(&names),
+                    &converted.join(format!("model{i}.safetensors")),
+                )
+            })
+            .collect::<Result<_>>()?;
+        let labels: Vec<PathBuf> = model_weights
+            .iter()
+            .map(|w| w.path().to_path_buf())
+            .collect();
+        let summary = merge_files_as(
+            &base_file,
+            &model_files,
+            lambdas,
+            &tmp.join(WEIGHTS_FILE),
+            (base_weights.path(), &labels),
+        )?;
+        if converted.exists() {
+            std::fs::remove_dir_all(&converted)
+                .with_context(|| format!("removing {}", converted.display()))?;
+        }
+        let config_dir = base_weights.dir();
         for name in [CONFIG_FILE, PREPROCESSOR_FILE] {
-            let src = base.join(name);
+            let src = config_dir.join(name);
             if src.exists() {
                 std::fs::copy(&src, tmp.join(name))
                     .with_context(|| format!("copying {}", src.display()))?;
@@ -133,6 +170,18 @@ pub fn merge_files(
     lambdas: &[f64],
     out: &Path,
 ) -> Result<MergeSummary> {
+    merge_files_as(base, models, lambdas, out, (base, models))
+}
+
+/// [`merge_files`] where the files may be converted copies: `labels` (base, models) name the inputs the
+/// user gave, in messages and in the output's merge record.
+fn merge_files_as(
+    base: &Path,
+    models: &[PathBuf],
+    lambdas: &[f64],
+    out: &Path,
+    labels: (&Path, &[PathBuf]),
+) -> Result<MergeSummary> {
     ensure!(
         models.len() == lambdas.len(),
         "{} models but {} lambdas",
@@ -150,8 +199,8 @@ pub fn merge_files(
         .zip(models)
         .map(|(m, p)| parse(m, p))
         .collect::<Result<_>>()?;
-    for (st, path) in model_sts.iter().zip(models) {
-        check_same_layout(&base_st, base, st, path)?;
+    for (st, path) in model_sts.iter().zip(labels.1) {
+        check_same_layout(&base_st, labels.0, st, path)?;
     }
 
     // Same names/dtypes/shapes/offsets as the base, plus a record of the merge.
@@ -167,8 +216,8 @@ pub fn merge_files(
         .collect();
     let mut user_meta: HashMap<String, String> = base_meta.metadata().clone().unwrap_or_default();
     let record = serde_json::json!({
-        "base": base.display().to_string(),
-        "models": models.iter().map(|m| m.display().to_string()).collect::<Vec<_>>(),
+        "base": labels.0.display().to_string(),
+        "models": labels.1.iter().map(|m| m.display().to_string()).collect::<Vec<_>>(),
         "lambdas": lambdas,
     });
     user_meta.insert("culturemert_merge".into(), record.to_string());
@@ -231,7 +280,7 @@ pub fn merge_files(
                     }
                 }
                 None if is_exact_dtype(b.dtype()) => {
-                    for (m, path) in ms.iter().zip(models) {
+                    for (m, path) in ms.iter().zip(labels.1) {
                         ensure!(
                             *m == b.data(),
                             "integer tensor '{name}' ({:?}) differs between the base and {}: \
@@ -428,19 +477,9 @@ fn check_same_layout(
     Ok(())
 }
 
-fn read_config(dir: &Path) -> Result<serde_json::Value> {
-    ensure!(
-        dir.is_dir(),
-        "model directory {} does not exist",
-        dir.display()
-    );
-    let weights = dir.join(WEIGHTS_FILE);
-    ensure!(
-        weights.is_file(),
-        "{} has no {WEIGHTS_FILE} (only single-file safetensors checkpoints are supported)",
-        dir.display()
-    );
-    let p = dir.join(CONFIG_FILE);
+/// The config.json beside an input (a model directory, or the directory of a weights file).
+fn read_config(input: &Path) -> Result<serde_json::Value> {
+    let p = locate(input)?.dir().join(CONFIG_FILE);
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
 }
