@@ -140,8 +140,10 @@ pub struct DataPipeline {
     seed: u64,
     /// Decoded files (bounded), so a file drawn again is not decoded again.
     cache: Mutex<HashMap<PathBuf, Arc<Vec<f32>>>>,
+    cache_files: usize,
 }
 
+/// Decoded files kept by default.
 const CACHE_FILES: usize = 64;
 
 impl DataPipeline {
@@ -162,7 +164,19 @@ impl DataPipeline {
             cqt: CqtPlan::mert_shared(),
             seed,
             cache: Mutex::new(HashMap::new()),
+            cache_files: CACHE_FILES,
         })
+    }
+
+    /// Keep at most `n` decoded files (0: decode every draw, as `bench --data` measures).
+    pub fn with_cache_files(mut self, n: usize) -> Self {
+        self.cache_files = n;
+        self
+    }
+
+    /// Sample rate of the crops (the teacher's).
+    pub fn sample_rate(&self) -> u32 {
+        self.rate
     }
 
     pub fn datasets(&self) -> &[Dataset] {
@@ -224,17 +238,32 @@ impl DataPipeline {
                         .with_context(|| format!("dataset {}", ds.spec.name))?,
                 );
                 let mut cache = self.cache.lock().unwrap();
-                if cache.len() >= CACHE_FILES {
+                if cache.len() >= self.cache_files {
                     cache.clear();
                 }
-                cache.insert(path.clone(), audio.clone());
+                if self.cache_files > 0 {
+                    cache.insert(path.clone(), audio.clone());
+                }
                 Ok((audio, Some(path.clone())))
             }
         }
     }
 
-    /// The micro-batch `micro` of optimizer step `step` (global), `size` crops.
+    /// The micro-batch `micro` of optimizer step `step` (global), `size` crops, with their CQT.
     pub fn batch(&self, stage: &Stage, step: usize, micro: usize, size: usize) -> Result<Crops> {
+        self.crops(stage, step, micro, size, true)
+    }
+
+    /// As [`Self::batch`]; without `with_cqt` the CQT is left out (`cqt` empty, `cqt_frames` 0) for the
+    /// device to compute from the clean audio.
+    pub fn crops(
+        &self,
+        stage: &Stage,
+        step: usize,
+        micro: usize,
+        size: usize,
+        with_cqt: bool,
+    ) -> Result<Crops> {
         let (main, replay) = self.stage_sources(stage)?;
         let mut rng = MaskRng::new(draw_seed(self.seed, step, micro, 0xDA7A));
         let crop_max = ((self.data.crop_seconds * self.rate as f32) as usize / self.hop) * self.hop;
@@ -293,9 +322,11 @@ impl DataPipeline {
             out.audio.extend_from_slice(crop);
             let codes = self.codes_for(path.as_deref(), crop, start, frames)?;
             out.codes.extend(codes.iter().map(|&c| c as i32));
-            let (cqt_frames, cqt) = self.cqt.forward(crop);
-            out.cqt_frames = cqt_frames;
-            out.cqt.extend_from_slice(&cqt);
+            if with_cqt {
+                let (cqt_frames, cqt) = self.cqt.forward(crop);
+                out.cqt_frames = cqt_frames;
+                out.cqt.extend_from_slice(&cqt);
+            }
             out.sources.push(self.datasets[ds_index].spec.name.clone());
         }
         debug_assert_eq!(out.codes.len(), size * k * frames);

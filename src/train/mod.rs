@@ -7,6 +7,7 @@ pub mod masking;
 pub mod mixup;
 pub mod objective;
 pub mod optim;
+pub mod pipeline;
 pub mod plot;
 pub mod schedule;
 pub mod trainer;
