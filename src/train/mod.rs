@@ -3,6 +3,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod cuda_step;
 pub mod data;
+pub mod data_bench;
 pub mod masking;
 pub mod mixup;
 pub mod objective;
