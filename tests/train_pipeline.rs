@@ -272,3 +272,33 @@ fn device_cqt_targets_match_the_host_cqt_on_the_emulator() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Crops of 44.1 kHz files are resampled alone, yet each equals a hop-aligned slice of its whole file
+/// decoded and resampled to 24 kHz (the pipeline's former path), bit for bit.
+#[test]
+fn resampled_crops_are_slices_of_the_resampled_files() {
+    let dir = scratch("crops");
+    write_clips(&dir, &[4, 5]);
+    let cfg = config();
+    let data = pipeline(&cfg, &dir);
+    let whole: Vec<Vec<f32>> = [4, 5]
+        .iter()
+        .map(|s| {
+            culturemert_raw::audio::wav::load_mono(&dir.join(format!("clip{s}.wav")), 24000)
+                .unwrap()
+        })
+        .collect();
+    for step in 0..3 {
+        let crops = data.batch(&cfg.stages[0], step, 0, 2).unwrap();
+        assert!(crops.len > 0 && !crops.cqt.is_empty());
+        for crop in crops.audio.chunks(crops.len) {
+            let found = whole.iter().any(|w| {
+                (0..=w.len() - crops.len)
+                    .step_by(320)
+                    .any(|s| w[s..s + crops.len] == *crop)
+            });
+            assert!(found, "step {step}: a crop is no slice of a resampled file");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
