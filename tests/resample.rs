@@ -137,7 +137,12 @@ fn a_range_equals_the_slice_of_the_whole() {
     let x: Vec<f32> = (0..20_000)
         .map(|i| ((i as f32 * 0.013).sin() + (i as f32 * 0.31).cos() * 0.3) * 0.5)
         .collect();
-    for (from, to) in [(44100, 24000), (16000, 24000), (48000, 24000), (24000, 24000)] {
+    for (from, to) in [
+        (44100, 24000),
+        (16000, 24000),
+        (48000, 24000),
+        (24000, 24000),
+    ] {
         let whole = culturemert_raw::audio::resample::resample(&x, from, to).unwrap();
         assert_eq!(
             whole.len(),
@@ -145,14 +150,15 @@ fn a_range_equals_the_slice_of_the_whole() {
         );
         let n = whole.len();
         for (start, count) in [(0, 5000), (n / 2 - 777, 4097), (n - 3000, 3000)] {
-            let part =
-                culturemert_raw::audio::resample::resample_range(&x, from, to, start, count)
-                    .unwrap();
+            let part = culturemert_raw::audio::resample::resample_range(&x, from, to, start, count)
+                .unwrap();
             assert!(
                 part == whole[start..start + count],
                 "{from} -> {to} Hz, samples {start}..+{count}"
             );
         }
-        assert!(culturemert_raw::audio::resample::resample_range(&x, from, to, n - 10, 11).is_err());
+        assert!(
+            culturemert_raw::audio::resample::resample_range(&x, from, to, n - 10, 11).is_err()
+        );
     }
 }

@@ -136,7 +136,10 @@ fn batches_do_not_depend_on_the_number_of_workers_or_the_start() {
         }
         // A resume at step 4 (stage 1, second step) restarts the queue at (4, 0): the same batches.
         let resumed = all_batches(&recipe, 4, 3);
-        assert!(resumed == inline[5..], "batches after a restart at step 4 differ");
+        assert!(
+            resumed == inline[5..],
+            "batches after a restart at step 4 differ"
+        );
         // The micro-batches of a step differ (no draw repeats).
         assert!(inline[3] != inline[4]);
     }
@@ -183,7 +186,14 @@ fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
 
 fn train(run_dir: &Path, overrides: &[&str], extra: &[&str]) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_culturemert-raw"));
-    c.args(["train", "--quiet", "--threads", "2", "--checkpoint-every", "2"]);
+    c.args([
+        "train",
+        "--quiet",
+        "--threads",
+        "2",
+        "--checkpoint-every",
+        "2",
+    ]);
     c.arg("--run-dir").arg(run_dir);
     for o in overrides {
         c.args(["--set", o]);
@@ -210,7 +220,11 @@ const SHORT: [&str; 11] = [
 fn resume_with_workers_reproduces_the_inline_run() {
     let (full, resumed) = (scratch("inline"), scratch("resumed"));
     train(&full, &SHORT, &["--data-workers", "0"]);
-    train(&resumed, &SHORT, &["--data-workers", "3", "--stop-after", "4"]);
+    train(
+        &resumed,
+        &SHORT,
+        &["--data-workers", "3", "--stop-after", "4"],
+    );
     assert_eq!(metrics(&resumed).len(), 4);
     train(&resumed, &SHORT, &["--data-workers", "3", "--resume"]);
     let (a, b) = (metrics(&full), metrics(&resumed));

@@ -168,7 +168,10 @@ fn data(args: &Args, threads: usize) -> Result<()> {
         "input pipeline ({} x {} s crops of 30 s 44.1 kHz WAV, labels from files, no file cache), audio-s/s:",
         args.batch, args.seconds
     );
-    println!("  decode + resample only        {:10.1} per core", r.decode_per_core);
+    println!(
+        "  decode + resample only        {:10.1} per core",
+        r.decode_per_core
+    );
     println!(
         "  batches, CQT on the device    {:10.1} per core  {:10.1} with {} workers",
         r.batches_per_core, r.batches_total, r.workers

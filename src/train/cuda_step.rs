@@ -154,14 +154,7 @@ impl CudaTrainer {
             .collect();
         let mut out = dev.alloc(rows.len() * heads.cqt_bins)?;
         let index = dev.htod(&index)?;
-        layout::gather_rows(
-            &dev,
-            &mut out,
-            &cqt,
-            &index,
-            b * cqt_frames,
-            heads.cqt_bins,
-        )?;
+        layout::gather_rows(&dev, &mut out, &cqt, &index, b * cqt_frames, heads.cqt_bins)?;
         Ok(out)
     }
 

@@ -122,8 +122,8 @@ pub fn run(opts: &DataBenchOptions) -> Result<DataBenchReport> {
     let decode_per_core = one.install(|| decode_rate(&paths, rate))?;
 
     let dataset = Dataset::from_path(cfg.datasets[0].clone())?;
-    let data = DataPipeline::new(vec![dataset], cfg.data.clone(), teacher, cfg.seed)?
-        .with_cache_files(0);
+    let data =
+        DataPipeline::new(vec![dataset], cfg.data.clone(), teacher, cfg.seed)?.with_cache_files(0);
     let model = MertConfig::from_json_str(MERT_CONFIG)?;
     let recipe = |device_cqt| BatchRecipe {
         cfg: &cfg,

@@ -260,8 +260,7 @@ pub fn masked_targets(
             b * batch.audio.shape()[1]
         ),
         None => ensure!(
-            batch.cqt_frames >= frames
-                && batch.cqt.len() == b * batch.cqt_frames * heads.cqt_bins,
+            batch.cqt_frames >= frames && batch.cqt.len() == b * batch.cqt_frames * heads.cqt_bins,
             "cqt target: {} values for [{b}, {}, {}] (need >= {frames} frames)",
             batch.cqt.len(),
             batch.cqt_frames,

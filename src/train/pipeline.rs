@@ -195,10 +195,12 @@ impl<'a> Prefetcher<'a> {
     pub fn next_batch(&mut self) -> Result<(PreparedBatch, Duration)> {
         let t0 = Instant::now();
         let index = self.next;
-        let &(step, micro) = self
-            .order
-            .get(index)
-            .ok_or_else(|| anyhow!("input pipeline: no batch {index} (the run has {})", self.order.len()))?;
+        let &(step, micro) = self.order.get(index).ok_or_else(|| {
+            anyhow!(
+                "input pipeline: no batch {index} (the run has {})",
+                self.order.len()
+            )
+        })?;
         self.next += 1;
         let prepared = match &self.queue {
             None => self.recipe.prepare(step, micro)?,
@@ -244,8 +246,8 @@ fn worker(q: &Queue, recipe: &BatchRecipe<'_>, order: &[(usize, usize)], depth: 
         };
         let (step, micro) = order[index];
         // A panic is an error of this batch, not a loop left waiting forever.
-        let result = catch_unwind(AssertUnwindSafe(|| recipe.prepare(step, micro)))
-            .unwrap_or_else(|_| {
+        let result =
+            catch_unwind(AssertUnwindSafe(|| recipe.prepare(step, micro))).unwrap_or_else(|_| {
                 Err(anyhow!(
                     "input pipeline: a worker panicked preparing micro-batch {micro} of step {step}"
                 ))

@@ -208,7 +208,15 @@ pub fn train(
                 )
             };
             let overflow = on_device.as_ref().is_some_and(|t| t.last_overflow) && loss.is_finite();
-            count_skips(&mut skips, skipped, overflow, on_device.as_ref(), step, loss, norm.norm)?;
+            count_skips(
+                &mut skips,
+                skipped,
+                overflow,
+                on_device.as_ref(),
+                step,
+                loss,
+                norm.norm,
+            )?;
             let m = StepMetrics {
                 step,
                 stage: stage.name.clone(),
@@ -472,9 +480,7 @@ fn count_skips(
         eprintln!("step {step}: f16 gradients overflowed; step skipped, loss scale now {scale}");
     } else if skipped {
         *skips += 1;
-        eprintln!(
-            "step {step}: non-finite loss ({loss}) or gradient (norm {norm}); step skipped"
-        );
+        eprintln!("step {step}: non-finite loss ({loss}) or gradient (norm {norm}); step skipped");
         if *skips >= MAX_CONSECUTIVE_SKIPS {
             bail!("{skips} consecutive steps had a non-finite loss or gradient (last at step {step}); stopping. Lower the learning rate or check the data.", skips = *skips);
         }
