@@ -165,7 +165,7 @@ fn data(args: &Args, threads: usize) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let r = report?;
     println!(
-        "input pipeline ({} x {} s crops of 30 s 44.1 kHz WAV, labels from files, no file cache), audio-s/s:",
+        "input pipeline ({} x {} s crops of 30 s 44.1 kHz WAV, labels from files, no file cache), audio-s/s (per core: per CPU-second of one thread; total: per wall second):",
         args.batch, args.seconds
     );
     println!(

@@ -5,7 +5,9 @@
 //! shape), and the decoded-file cache off, so every crop decodes and resamples its file as a draw from
 //! a large corpus does. Timed: decode + resample alone; whole batches (crop, labels, mask, mixup)
 //! without the CQT (the CUDA path, where the device computes it) and with the CPU CQT; first on one
-//! thread (per core), then with `workers` background workers (total).
+//! thread (per core: audio seconds per second of that thread's CPU time, from
+//! /proc/thread-self/schedstat, so other load on the machine does not count; wall time elsewhere),
+//! then with `workers` background workers (total, wall time).
 
 use crate::audio::synth::{generate, SynthConfig};
 use crate::model::config::MertConfig;
@@ -92,10 +94,29 @@ fn bench_config(opts: &DataBenchOptions) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// Audio seconds per second of preparing every batch of `cfg` with `workers` (0: on this thread).
-fn time_batches(recipe: &BatchRecipe<'_>, workers: usize) -> Result<f64> {
+/// CPU time of the calling thread in seconds (Linux); None elsewhere.
+fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(ns * 1e-9)
+}
+
+/// Runs `work` (which returns audio seconds) on this thread: audio seconds per CPU second of the
+/// thread (per wall second where the CPU time is unavailable).
+fn per_core(work: impl FnOnce() -> Result<f64>) -> Result<f64> {
+    let (t0, c0) = (Instant::now(), thread_cpu_seconds());
+    let audio = work()?;
+    let wall = t0.elapsed().as_secs_f64();
+    let busy = match (c0, thread_cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => wall,
+    };
+    Ok(audio / busy)
+}
+
+/// Audio seconds of every batch of `cfg`, prepared by `workers` (0: on this thread).
+fn prepare_all(recipe: &BatchRecipe<'_>, workers: usize) -> Result<f64> {
     let order = batch_order(recipe.cfg, 0, recipe.cfg.total_steps());
-    let t0 = Instant::now();
     let mut seconds = 0.0;
     std::thread::scope(|scope| -> Result<()> {
         let n = order.len();
@@ -105,6 +126,13 @@ fn time_batches(recipe: &BatchRecipe<'_>, workers: usize) -> Result<f64> {
         }
         Ok(())
     })?;
+    Ok(seconds)
+}
+
+/// Audio seconds per wall second of preparing every batch with `workers` workers.
+fn total_rate(recipe: &BatchRecipe<'_>, workers: usize) -> Result<f64> {
+    let t0 = Instant::now();
+    let seconds = prepare_all(recipe, workers)?;
     Ok(seconds / t0.elapsed().as_secs_f64())
 }
 
@@ -119,7 +147,7 @@ pub fn run(opts: &DataBenchOptions) -> Result<DataBenchReport> {
     let paths = write_corpus(opts, teacher.as_ref())?;
     let rate = teacher.sample_rate();
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-    let decode_per_core = one.install(|| decode_rate(&paths, rate))?;
+    let decode_per_core = one.install(|| per_core(|| decode_all(&paths, rate)))?;
 
     let dataset = Dataset::from_path(cfg.datasets[0].clone())?;
     let data =
@@ -132,24 +160,23 @@ pub fn run(opts: &DataBenchOptions) -> Result<DataBenchReport> {
         device_cqt,
     };
     let (plain, with_cqt) = (recipe(true), recipe(false));
-    let batches_per_core = one.install(|| time_batches(&plain, 0))?;
-    let batches_cqt_per_core = one.install(|| time_batches(&with_cqt, 0))?;
+    let batches_per_core = one.install(|| per_core(|| prepare_all(&plain, 0)))?;
+    let batches_cqt_per_core = one.install(|| per_core(|| prepare_all(&with_cqt, 0)))?;
     Ok(DataBenchReport {
         decode_per_core,
         batches_per_core,
         batches_cqt_per_core,
-        batches_total: time_batches(&plain, opts.workers)?,
-        batches_cqt_total: time_batches(&with_cqt, opts.workers)?,
+        batches_total: total_rate(&plain, opts.workers)?,
+        batches_cqt_total: total_rate(&with_cqt, opts.workers)?,
         workers: opts.workers,
     })
 }
 
-/// Audio seconds (at the target rate) per second of decoding and resampling every file once.
-fn decode_rate(paths: &[PathBuf], rate: u32) -> Result<f64> {
-    let t0 = Instant::now();
+/// Audio seconds (at the target rate) of decoding and resampling every file once.
+fn decode_all(paths: &[PathBuf], rate: u32) -> Result<f64> {
     let mut samples = 0usize;
     for p in paths {
         samples += crate::audio::wav::load_mono(Path::new(p), rate)?.len();
     }
-    Ok(samples as f64 / rate as f64 / t0.elapsed().as_secs_f64())
+    Ok(samples as f64 / rate as f64)
 }
