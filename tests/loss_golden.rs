@@ -69,6 +69,7 @@ fn mert_loss_and_every_gradient_match_pytorch() {
         cqt: qdata.to_f32_vec(),
         cqt_frames: qshape[1],
         mask: ints(&g, "mask").iter().map(|&m| u8::from(m != 0)).collect(),
+        clean_audio: None,
     };
     let opts = ForwardOptions {
         feature_grad_mult: Some(0.1),

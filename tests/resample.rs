@@ -129,3 +129,36 @@ fn output_length_is_ceil_of_len_times_ratio() {
     assert!(resample(&[1.0], 0, 24000).is_err());
     assert!(resample(&[1.0], 24000, 0).is_err());
 }
+
+/// A range of the output (what a training crop resamples) is bit-identical to that slice of the whole
+/// resampled signal, at its start, in the middle and at the end; a range past the end is an error.
+#[test]
+fn a_range_equals_the_slice_of_the_whole() {
+    let x: Vec<f32> = (0..20_000)
+        .map(|i| ((i as f32 * 0.013).sin() + (i as f32 * 0.31).cos() * 0.3) * 0.5)
+        .collect();
+    for (from, to) in [
+        (44100, 24000),
+        (16000, 24000),
+        (48000, 24000),
+        (24000, 24000),
+    ] {
+        let whole = culturemert_raw::audio::resample::resample(&x, from, to).unwrap();
+        assert_eq!(
+            whole.len(),
+            culturemert_raw::audio::resample::resampled_len(x.len(), from, to)
+        );
+        let n = whole.len();
+        for (start, count) in [(0, 5000), (n / 2 - 777, 4097), (n - 3000, 3000)] {
+            let part = culturemert_raw::audio::resample::resample_range(&x, from, to, start, count)
+                .unwrap();
+            assert!(
+                part == whole[start..start + count],
+                "{from} -> {to} Hz, samples {start}..+{count}"
+            );
+        }
+        assert!(
+            culturemert_raw::audio::resample::resample_range(&x, from, to, n - 10, 11).is_err()
+        );
+    }
+}

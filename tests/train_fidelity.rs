@@ -81,6 +81,7 @@ fn batch(g: &RawTensors, i: usize) -> PretrainBatch {
             .iter()
             .map(|&m| u8::from(m != 0))
             .collect(),
+        clean_audio: None,
     }
 }
 

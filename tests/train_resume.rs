@@ -54,14 +54,19 @@ fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The metrics without the wall-clock field.
+/// The metrics without the wall-clock fields.
 fn deterministic(rows: &[serde_json::Value]) -> Vec<serde_json::Value> {
     rows.iter()
         .map(|r| {
             let mut r = r.clone();
-            r.as_object_mut()
-                .unwrap()
-                .remove("audio_seconds_per_second");
+            let o = r.as_object_mut().unwrap();
+            for key in [
+                "audio_seconds_per_second",
+                "data_wait_ms",
+                "data_audio_seconds_per_second",
+            ] {
+                o.remove(key);
+            }
             r
         })
         .collect()

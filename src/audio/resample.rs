@@ -21,15 +21,40 @@ const MAX_TABLE: usize = 1 << 22;
 
 /// Resamples `x` from `from` Hz to `to` Hz; returns `ceil(x.len() * to / from)` samples.
 pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
+    resample_range(x, from, to, 0, resampled_len(x.len(), from, to))
+}
+
+/// Samples of `len` input samples resampled from `from` Hz to `to` Hz: `ceil(len * to / from)`.
+pub fn resampled_len(len: usize, from: u32, to: u32) -> usize {
+    if from == 0 {
+        return 0;
+    }
+    ((len as u128 * to as u128).div_ceil(from as u128)) as usize
+}
+
+/// Output samples `start..start + count` of [`resample`]`(x, from, to)`, bit-identical to that slice
+/// (every output sample is computed on its own), without computing the others: a crop of a long
+/// recording costs the crop.
+pub fn resample_range(
+    x: &[f32],
+    from: u32,
+    to: u32,
+    start: usize,
+    count: usize,
+) -> Result<Vec<f32>> {
     if from == 0 || to == 0 {
         bail!("cannot resample between {from} Hz and {to} Hz: rates must be positive");
     }
+    let total = resampled_len(x.len(), from, to);
+    if start.checked_add(count).is_none_or(|end| end > total) {
+        bail!("resampling: samples {start}..{start}+{count} of {total}");
+    }
     if from == to {
-        return Ok(x.to_vec());
+        return Ok(x[start..start + count].to_vec());
     }
     let g = gcd(from as u64, to as u64);
     let (down, up) = (from as u64 / g, to as u64 / g);
-    let out_len = ((x.len() as u128 * to as u128).div_ceil(from as u128)) as usize;
+    let out_len = count;
     let filter = Filter::new(from, to);
     let taps = filter.taps();
     let table: Option<Vec<f32>> = (up as usize)
@@ -49,7 +74,7 @@ pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
         .for_each(|(chunk, ys)| {
             let mut scratch = vec![0f32; taps];
             for (i, y) in ys.iter_mut().enumerate() {
-                let n = (chunk * 4096 + i) as u64;
+                let n = (start + chunk * 4096 + i) as u64;
                 let pos = n * down;
                 let (k0, phase) = (pos / up, (pos % up) as usize);
                 let h: &[f32] = match &table {

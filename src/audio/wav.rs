@@ -51,6 +51,12 @@ pub fn load_mono(path: &Path, target_rate: u32) -> Result<Vec<f32>> {
     })
 }
 
+/// Mono samples of any supported audio file at its own sample rate: (samples, rate).
+pub fn load_mono_native(path: &Path) -> Result<(Vec<f32>, u32)> {
+    let (channels, rate) = read_audio(path)?;
+    Ok((mix_to_mono(&channels), rate))
+}
+
 /// Reads any supported audio file into per-channel sample vectors and its sample rate.
 pub fn read_audio(path: &Path) -> Result<(Vec<Vec<f32>>, u32)> {
     match sniff(path)? {

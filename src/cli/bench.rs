@@ -44,6 +44,13 @@ pub struct Args {
     /// the GEMM ceiling of this machine (measured here).
     #[arg(long)]
     pub profile: bool,
+    /// Time the training input pipeline alone instead: `--iters` batches of `--batch` crops of
+    /// `--seconds`, drawn from 30 s 44.1 kHz WAV files written to a temporary directory.
+    #[arg(long, conflicts_with_all = ["train", "train_step", "profile"])]
+    pub data: bool,
+    /// Background workers of `--data`'s total figure (default: --threads, else all cores).
+    #[arg(long)]
+    pub data_workers: Option<usize>,
 }
 
 /// Peak resident set size of this process (VmHWM), in MB; None where /proc is unavailable.
@@ -68,6 +75,9 @@ pub fn run(args: Args) -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
+    if args.data {
+        return data(&args, threads);
+    }
     let samples = (args.seconds * cfg.sample_rate as f64).round() as usize;
     if args.train_step {
         return train_step(&args, cfg, samples, threads, &pool);
@@ -135,6 +145,45 @@ pub fn run(args: Args) -> Result<()> {
         crate::ops::profile::enable(false);
         print_profile(what, run?, &pool);
     }
+    Ok(())
+}
+
+/// `--data`: the input pipeline's throughput per core and with workers.
+fn data(args: &Args, threads: usize) -> Result<()> {
+    let workers = args.data_workers.unwrap_or(threads).max(1);
+    let dir = std::env::temp_dir().join(format!("culturemert-bench-data-{}", std::process::id()));
+    let opts = crate::train::data_bench::DataBenchOptions {
+        files: 10,
+        file_seconds: 30.0,
+        batch: args.batch,
+        crop_seconds: args.seconds as f32,
+        batches: args.iters,
+        workers,
+        dir: dir.clone(),
+    };
+    let report = crate::train::data_bench::run(&opts);
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = report?;
+    println!(
+        "input pipeline ({} x {} s crops of 30 s 44.1 kHz WAV, labels from files, no file cache), audio-s/s (per core: per CPU-second of one thread; total: per wall second):",
+        args.batch, args.seconds
+    );
+    println!(
+        "  decode + resample only        {:10.1} per core",
+        r.decode_per_core
+    );
+    println!(
+        "  batches, CQT on the device    {:10.1} per core  {:10.1} with {} workers",
+        r.batches_per_core, r.batches_total, r.workers
+    );
+    println!(
+        "  batches, CQT on the CPU       {:10.1} per core  {:10.1} with {} workers",
+        r.batches_cqt_per_core, r.batches_cqt_total, r.workers
+    );
+    println!(
+        "bench data decode_per_core={:.1} batches_per_core={:.1} batches_cqt_per_core={:.1} batches_total={:.1} batches_cqt_total={:.1} workers={}",
+        r.decode_per_core, r.batches_per_core, r.batches_cqt_per_core, r.batches_total, r.batches_cqt_total, r.workers
+    );
     Ok(())
 }
 

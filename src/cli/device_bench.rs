@@ -129,6 +129,7 @@ pub fn synthetic_batch(
         cqt,
         cqt_frames: frames,
         mask,
+        clean_audio: None,
     }
 }
 

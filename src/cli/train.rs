@@ -60,6 +60,13 @@ pub struct Args {
     /// Linear-layer arithmetic on a CUDA device: f32 | bf16 | f16 (f16 with dynamic loss scaling).
     #[arg(long, default_value = "f32")]
     pub precision: String,
+    /// Threads preparing batches (decode, resample, crop, labels, CQT, mask, mixup) ahead of the step;
+    /// 0 prepares them inline. Default: cores - 1, at most 4. Batches do not depend on it.
+    #[arg(long)]
+    pub data_workers: Option<usize>,
+    /// On a CUDA device, compute the CQT targets on the host (in the data workers) instead of the device.
+    #[arg(long)]
+    pub host_cqt: bool,
     /// Stop after N optimizer steps of this invocation (as if interrupted; resume with --resume).
     #[arg(long)]
     pub stop_after: Option<usize>,
@@ -283,13 +290,17 @@ pub fn run(args: Args) -> Result<()> {
         &run_dir.join("config.toml"),
         toml::to_string(&cfg)?.as_bytes(),
     )?;
+    let data_workers = args
+        .data_workers
+        .unwrap_or_else(crate::train::pipeline::default_workers);
     eprintln!(
-        "training {} ({} steps in {} stages, {} parameters) on {device} into {}",
+        "training {} ({} steps in {} stages, {} parameters) on {device} into {} ({data_workers} data workers, CQT on the {})",
         cfg.name,
         cfg.total_steps(),
         cfg.stages.len(),
         model.params.num_elements(),
-        run_dir.display()
+        run_dir.display(),
+        if device.is_cuda() && !args.host_cqt { "device" } else { "host" }
     );
     let opts = RunOptions {
         run_dir: run_dir.clone(),
@@ -299,6 +310,9 @@ pub fn run(args: Args) -> Result<()> {
         progress: !args.quiet,
         device: device.clone(),
         precision,
+        data_workers,
+        queue_depth: crate::train::pipeline::default_depth(data_workers),
+        device_cqt: !args.host_cqt,
     };
     train(&cfg, &mut model, &heads_cfg, &pipeline, &opts)?;
 

@@ -152,6 +152,19 @@ impl TrainConfig {
         Self::from_toml_in(&text, overrides, &origin, path.parent())
     }
 
+    /// (stage index, first global step of that stage) for global `step`; past the end, the last stage.
+    pub fn locate(&self, step: usize) -> (usize, usize) {
+        let mut start = 0;
+        for (i, s) in self.stages.iter().enumerate() {
+            if step < start + s.steps {
+                return (i, start);
+            }
+            start += s.steps;
+        }
+        let last = self.stages.last().map_or(0, |s| s.steps);
+        (self.stages.len().saturating_sub(1), start - last)
+    }
+
     pub fn total_steps(&self) -> usize {
         self.stages.iter().map(|s| s.steps).sum()
     }

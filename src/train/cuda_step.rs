@@ -7,6 +7,7 @@ use anyhow::{ensure, Context, Result};
 
 use crate::autograd::ParamStore;
 use crate::cuda::adamw::{adamw_step, AdamwScalars, AdamwTensor};
+use crate::cuda::cqt::CqtDevicePlan;
 use crate::cuda::{layout, nce_loss, reduce};
 use crate::device::{CudaDevice, DeviceBuffer};
 use crate::model::cuda_mert::{CudaMert, Precision};
@@ -72,6 +73,8 @@ pub struct CudaTrainer {
     pub scaler: Option<LossScaler>,
     /// The last `clip_grad_norm` found overflowing scaled gradients (an expected f16 event, not a failure).
     pub last_overflow: bool,
+    /// The MERT CQT plan on the device, uploaded at the first batch that leaves its CQT to the device.
+    cqt_plan: Option<CqtDevicePlan>,
 }
 
 impl CudaTrainer {
@@ -87,6 +90,7 @@ impl CudaTrainer {
             moments,
             scaler,
             last_overflow: false,
+            cqt_plan: None,
         })
     }
 
@@ -111,6 +115,47 @@ impl CudaTrainer {
             }
         }
         Ok(())
+    }
+
+    /// The CQT target rows [rows.len(), bins] of the masked frames `rows` (flat indices into
+    /// [b, frames]), from the CQT of the clean audio [b, len] computed on the device.
+    fn device_cqt_target(
+        &mut self,
+        clean: &[f32],
+        b: usize,
+        len: usize,
+        frames: usize,
+        rows: &[usize],
+        heads: &HeadsConfig,
+    ) -> Result<Buf> {
+        let dev = self.dev();
+        if self.cqt_plan.is_none() {
+            let plan = CqtDevicePlan::new(&dev, crate::audio::cqt::CqtPlan::mert_shared())?;
+            self.cqt_plan = Some(plan);
+        }
+        let plan = self.cqt_plan.as_ref().expect("uploaded above");
+        ensure!(
+            plan.n_bins() == heads.cqt_bins,
+            "the CQT has {} bins, the heads predict {}",
+            plan.n_bins(),
+            heads.cqt_bins
+        );
+        let cqt_frames = plan.n_frames(len);
+        ensure!(
+            cqt_frames >= frames,
+            "CQT of {len} samples has {cqt_frames} frames for {frames} model frames"
+        );
+        let cqt = plan
+            .forward(&dev, &dev.htod(clean)?, b, len)
+            .context("CQT target on the device")?;
+        let index: Vec<i32> = rows
+            .iter()
+            .map(|&r| ((r / frames) * cqt_frames + r % frames) as i32)
+            .collect();
+        let mut out = dev.alloc(rows.len() * heads.cqt_bins)?;
+        let index = dev.htod(&index)?;
+        layout::gather_rows(&dev, &mut out, &cqt, &index, b * cqt_frames, heads.cqt_bins)?;
+        Ok(out)
     }
 
     pub fn zero_grads(&mut self) -> Result<()> {
@@ -141,6 +186,10 @@ impl CudaTrainer {
         let fwd = self
             .model
             .forward(batch.audio.data(), b, len, None, &opts, true)?;
+        let cqt_target = match &batch.clean_audio {
+            None => dev.htod(&cqt_target)?,
+            Some(clean) => self.device_cqt_target(clean, b, len, fwd.frames, &rows, heads)?,
+        };
         let hidden = self.model.config.hidden_size;
         let frames_total = b * fwd.frames;
         let index: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
@@ -181,7 +230,6 @@ impl CudaTrainer {
         let ce_sum: f64 = dev.dtoh(&nce)?.iter().map(|&v| v as f64).sum();
         let n_correct = dev.dtoh(&correct)?.iter().filter(|&&c| c != 0).count();
         let cqt_pred = m.linear(&xm, n_m, "encoder_cqt_model.fc")?;
-        let cqt_target = dev.htod(&cqt_target)?;
         let mse =
             layout::squared_error_sum(&dev, &cqt_pred, Some(&cqt_target))? / cqt_pred.len() as f64;
         let n_feat = fwd.features.len();

@@ -22,6 +22,20 @@ enum Source {
     Files(Vec<PathBuf>),
 }
 
+/// Mono samples at their own rate.
+#[derive(Clone)]
+struct Clip {
+    samples: Arc<Vec<f32>>,
+    rate: u32,
+}
+
+impl Clip {
+    /// Length after resampling to `rate`.
+    fn len_at(&self, rate: u32) -> usize {
+        crate::audio::resample::resampled_len(self.samples.len(), self.rate, rate)
+    }
+}
+
 pub struct Dataset {
     pub spec: DatasetSpec,
     source: Source,
@@ -138,10 +152,12 @@ pub struct DataPipeline {
     teacher: Arc<dyn Teacher>,
     cqt: &'static CqtPlan,
     seed: u64,
-    /// Decoded files (bounded), so a file drawn again is not decoded again.
-    cache: Mutex<HashMap<PathBuf, Arc<Vec<f32>>>>,
+    /// Decoded files at their own rate (bounded), so a file drawn again is not decoded again.
+    cache: Mutex<HashMap<PathBuf, Clip>>,
+    cache_files: usize,
 }
 
+/// Decoded files kept by default.
 const CACHE_FILES: usize = 64;
 
 impl DataPipeline {
@@ -162,7 +178,19 @@ impl DataPipeline {
             cqt: CqtPlan::mert_shared(),
             seed,
             cache: Mutex::new(HashMap::new()),
+            cache_files: CACHE_FILES,
         })
+    }
+
+    /// Keep at most `n` decoded files (0: decode every draw, as `bench --data` measures).
+    pub fn with_cache_files(mut self, n: usize) -> Self {
+        self.cache_files = n;
+        self
+    }
+
+    /// Sample rate of the crops (the teacher's).
+    pub fn sample_rate(&self) -> u32 {
+        self.rate
     }
 
     pub fn datasets(&self) -> &[Dataset] {
@@ -211,30 +239,64 @@ impl DataPipeline {
         Ok((main, replay))
     }
 
-    fn load(&self, ds: &Dataset, index: usize) -> Result<(Arc<Vec<f32>>, Option<PathBuf>)> {
+    /// A clip, decoded (mono) but not resampled: only the crop is.
+    fn load(&self, ds: &Dataset, index: usize) -> Result<(Clip, Option<PathBuf>)> {
         match &ds.source {
-            Source::Memory(clips) => Ok((clips[index].clone(), None)),
+            Source::Memory(clips) => Ok((
+                Clip {
+                    samples: clips[index].clone(),
+                    rate: self.rate,
+                },
+                None,
+            )),
             Source::Files(files) => {
                 let path = &files[index];
                 if let Some(a) = self.cache.lock().unwrap().get(path) {
                     return Ok((a.clone(), Some(path.clone())));
                 }
-                let audio = Arc::new(
-                    crate::audio::wav::load_mono(path, self.rate)
-                        .with_context(|| format!("dataset {}", ds.spec.name))?,
-                );
+                let (samples, rate) = crate::audio::wav::load_mono_native(path)
+                    .with_context(|| format!("dataset {}", ds.spec.name))?;
+                let clip = Clip {
+                    samples: Arc::new(samples),
+                    rate,
+                };
                 let mut cache = self.cache.lock().unwrap();
-                if cache.len() >= CACHE_FILES {
+                if cache.len() >= self.cache_files {
                     cache.clear();
                 }
-                cache.insert(path.clone(), audio.clone());
-                Ok((audio, Some(path.clone())))
+                if self.cache_files > 0 {
+                    cache.insert(path.clone(), clip.clone());
+                }
+                Ok((clip, Some(path.clone())))
             }
         }
     }
 
-    /// The micro-batch `micro` of optimizer step `step` (global), `size` crops.
+    /// Samples `start..start + len` of `clip` at the pipeline's rate: a slice, or the resampled crop
+    /// (bit-identical to that slice of the whole resampled file).
+    fn crop(&self, clip: &Clip, start: usize, len: usize, path: Option<&Path>) -> Result<Vec<f32>> {
+        crate::audio::resample::resample_range(&clip.samples, clip.rate, self.rate, start, len)
+            .with_context(|| match path {
+                Some(p) => format!("resampling {} from {} Hz", p.display(), clip.rate),
+                None => "resampling an in-memory clip".to_string(),
+            })
+    }
+
+    /// The micro-batch `micro` of optimizer step `step` (global), `size` crops, with their CQT.
     pub fn batch(&self, stage: &Stage, step: usize, micro: usize, size: usize) -> Result<Crops> {
+        self.crops(stage, step, micro, size, true)
+    }
+
+    /// As [`Self::batch`]; without `with_cqt` the CQT is left out (`cqt` empty, `cqt_frames` 0) for the
+    /// device to compute from the clean audio.
+    pub fn crops(
+        &self,
+        stage: &Stage,
+        step: usize,
+        micro: usize,
+        size: usize,
+        with_cqt: bool,
+    ) -> Result<Crops> {
         let (main, replay) = self.stage_sources(stage)?;
         let mut rng = MaskRng::new(draw_seed(self.seed, step, micro, 0xDA7A));
         let crop_max = ((self.data.crop_seconds * self.rate as f32) as usize / self.hop) * self.hop;
@@ -263,7 +325,11 @@ impl DataPipeline {
             picks.push((chosen, audio, path, rng.next_u64()));
         }
         // MERT crops the whole batch to its shortest clip.
-        let min_len = picks.iter().map(|p| p.1.len()).min().unwrap_or(0);
+        let min_len = picks
+            .iter()
+            .map(|p| p.1.len_at(self.rate))
+            .min()
+            .unwrap_or(0);
         let len = (crop_max.min(min_len) / self.hop) * self.hop;
         ensure!(
             len >= self.hop * 2,
@@ -281,21 +347,25 @@ impl DataPipeline {
             cqt_frames: 0,
             sources: Vec::new(),
         };
-        for (ds_index, audio, path, r) in picks {
+        for (ds_index, clip, path, r) in picks {
             let mut crng = MaskRng::new(r);
+            let clip_len = clip.len_at(self.rate);
             // A random 30 s segment (hop-aligned), then a random crop inside it.
-            let segments = (audio.len().saturating_sub(len)) / segment.max(1) + 1;
+            let segments = (clip_len.saturating_sub(len)) / segment.max(1) + 1;
             let seg_start = crng.below(segments) * segment;
-            let seg_end = (seg_start + segment).min(audio.len());
-            let room = (seg_end.max(seg_start + len).min(audio.len()) - seg_start - len) / self.hop;
+            let seg_end = (seg_start + segment).min(clip_len);
+            let room = (seg_end.max(seg_start + len).min(clip_len) - seg_start - len) / self.hop;
             let start = seg_start + crng.below(room + 1) * self.hop;
-            let crop = &audio[start..start + len];
+            let crop = self.crop(&clip, start, len, path.as_deref())?;
+            let crop = crop.as_slice();
             out.audio.extend_from_slice(crop);
             let codes = self.codes_for(path.as_deref(), crop, start, frames)?;
             out.codes.extend(codes.iter().map(|&c| c as i32));
-            let (cqt_frames, cqt) = self.cqt.forward(crop);
-            out.cqt_frames = cqt_frames;
-            out.cqt.extend_from_slice(&cqt);
+            if with_cqt {
+                let (cqt_frames, cqt) = self.cqt.forward(crop);
+                out.cqt_frames = cqt_frames;
+                out.cqt.extend_from_slice(&cqt);
+            }
             out.sources.push(self.datasets[ds_index].spec.name.clone());
         }
         debug_assert_eq!(out.codes.len(), size * k * frames);

@@ -201,6 +201,9 @@ pub struct PretrainBatch {
     pub cqt_frames: usize,
     /// Masked frames [B*T] (1 = masked).
     pub mask: Vec<u8>,
+    /// [B, L] clean audio when the CQT target is left to the CUDA device (`cqt` is then empty and
+    /// `cqt_frames` 0); `None` when `cqt` holds the target.
+    pub clean_audio: Option<Vec<f32>>,
 }
 
 /// The loss and its parts for logging.
@@ -221,7 +224,7 @@ pub struct MaskedTargets {
     pub rows: Vec<usize>,
     /// [rows, K]
     pub targets: Vec<i32>,
-    /// [rows, cqt_bins]
+    /// [rows, cqt_bins]; empty when the batch leaves the CQT to the device.
     pub cqt_target: Vec<f32>,
 }
 
@@ -249,13 +252,21 @@ pub fn masked_targets(
         batch.codes.len(),
         batch.code_frames
     );
-    ensure!(
-        batch.cqt_frames >= frames && batch.cqt.len() == b * batch.cqt_frames * heads.cqt_bins,
-        "cqt target: {} values for [{b}, {}, {}] (need >= {frames} frames)",
-        batch.cqt.len(),
-        batch.cqt_frames,
-        heads.cqt_bins
-    );
+    match &batch.clean_audio {
+        Some(clean) => ensure!(
+            clean.len() == b * batch.audio.shape()[1] && batch.cqt.is_empty(),
+            "clean audio: {} samples for {} (and no host CQT target)",
+            clean.len(),
+            b * batch.audio.shape()[1]
+        ),
+        None => ensure!(
+            batch.cqt_frames >= frames && batch.cqt.len() == b * batch.cqt_frames * heads.cqt_bins,
+            "cqt target: {} values for [{b}, {}, {}] (need >= {frames} frames)",
+            batch.cqt.len(),
+            batch.cqt_frames,
+            heads.cqt_bins
+        ),
+    }
     ensure!(
         heads.codewords >= batch.codebook_size,
         "heads have {} rows per codebook, teacher has {} codes",
@@ -281,8 +292,10 @@ pub fn masked_targets(
         for k in 0..k_total {
             targets.push(batch.codes[(bi * k_total + k) * batch.code_frames + t] + offset);
         }
-        let start = (bi * batch.cqt_frames + t) * heads.cqt_bins;
-        cqt_target.extend_from_slice(&batch.cqt[start..start + heads.cqt_bins]);
+        if batch.clean_audio.is_none() {
+            let start = (bi * batch.cqt_frames + t) * heads.cqt_bins;
+            cqt_target.extend_from_slice(&batch.cqt[start..start + heads.cqt_bins]);
+        }
     }
 
     Ok(MaskedTargets {
@@ -305,6 +318,10 @@ pub fn mert_loss(
         targets,
         cqt_target,
     } = masked_targets(&model.config, heads, batch)?;
+    ensure!(
+        batch.clean_audio.is_none(),
+        "the CPU loss needs the CQT target on the host (the batch left it to the device)"
+    );
     let (n_m, k_total) = (rows.len(), heads.codebooks);
     let mut opts = opts.clone();
     opts.mask_time = Some(batch.mask.clone());
