@@ -59,7 +59,7 @@ for r in $(seq 1 "$ROUNDS"); do
     o=$("$PY" reference/bench_train.py --attn sdpa --threads "$THREADS" --seconds "$SECONDS_CLIP" --nce "$nce" 2>&1 | tee -a "$log")
     add "peer_step_$nce" "$(peer <<<"$o")"
   done
-  add ours_embed "$(wall "$BIN" embed --model "$WORK/model" --layers all --out "$WORK/ours.safetensors" "${CLIPS[@]}")"
+  add ours_embed "$(wall "$BIN" embed --model "$WORK/model" --device cpu --layers all --out "$WORK/ours.safetensors" "${CLIPS[@]}")"
   add peer_embed "$(wall "$PY" reference/bench_embed.py --model-dir "$WORK/model" --threads "$THREADS" --out "$WORK/peer.safetensors" "${CLIPS[@]}")"
 done
 m() { tr ' ' '\n' <<<"${T[$1]}" | grep . | median; }

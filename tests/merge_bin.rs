@@ -140,7 +140,13 @@ fn torch_bin_names_follow_the_base_weight_norm_spelling() {
     }
     write_model(&new_dir, &renamed);
     let bin_dir = common::golden("tiny_postln_bin");
-    merge_dirs(&new_dir, &[bin_dir.clone()], &[0.5], &root.join("out_new")).unwrap();
+    merge_dirs(
+        &new_dir,
+        std::slice::from_ref(&bin_dir),
+        &[0.5],
+        &root.join("out_new"),
+    )
+    .unwrap();
     merge_dirs(&legacy_dir, &[bin_dir], &[0.5], &root.join("out_legacy")).unwrap();
     let (got, legacy) = (
         merged(&root.join("out_new")),

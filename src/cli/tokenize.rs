@@ -137,3 +137,19 @@ pub fn run(args: Args) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_device;
+
+    #[test]
+    fn teachers_run_on_the_cpu_and_refuse_cuda() {
+        assert_eq!(resolve_device("auto").unwrap(), "cpu");
+        assert_eq!(resolve_device("cpu").unwrap(), "cpu");
+        for d in ["cuda", "cuda:1", "emu"] {
+            let e = resolve_device(d).unwrap_err().to_string();
+            assert!(e.contains("no CUDA implementation"), "{d}: {e}");
+        }
+        assert!(resolve_device("tpu").is_err());
+    }
+}
