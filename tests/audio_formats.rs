@@ -215,3 +215,35 @@ fn every_format_loads_as_mono_at_the_model_rate() {
         assert_eq!(x.len(), 7200, "{name}");
     }
 }
+
+/// A frame range of a WAV file read on its own (what a training crop reads) is bit-identical to those
+/// frames of the whole decoded file, mixed to mono, for every integer and float WAV; the header gives
+/// the frame count and rate; a range past the end is an error.
+#[test]
+fn wav_frame_ranges_equal_the_slice_of_the_whole_file() {
+    use culturemert_raw::audio::wav::{load_mono_native, read_wav_mono_range, wav_frames};
+    for name in [
+        "m16k_mono_s16.wav",
+        "m16k_mono_f32.wav",
+        "m44k_stereo_s24.wav",
+        "m44k_stereo_f32.wav",
+        "m48k_stereo_s32.wav",
+    ] {
+        let path = data(name);
+        let (whole, rate) = load_mono_native(&path).unwrap();
+        let (frames, header_rate) = wav_frames(&path).unwrap().expect("a WAV file");
+        assert_eq!((frames, header_rate), (whole.len(), rate), "{name}");
+        for (first, count) in [(0, 100), (frames / 3, 1234), (frames - 57, 57)] {
+            let part = read_wav_mono_range(&path, first, count).unwrap();
+            assert!(
+                part == whole[first..first + count],
+                "{name} {first}..+{count}"
+            );
+        }
+        assert!(
+            read_wav_mono_range(&path, frames - 10, 11).is_err(),
+            "{name}"
+        );
+    }
+    assert!(wav_frames(&data("m16k_mono_s16.flac")).unwrap().is_none());
+}

@@ -162,3 +162,47 @@ fn a_range_equals_the_slice_of_the_whole() {
         );
     }
 }
+
+/// Resampling from only the input window a range reads (what a training crop of a WAV file decodes)
+/// is bit-identical to that slice of the whole resampled signal; one sample less on either side of
+/// the window (where the signal has one) is an error, never a silently different result.
+#[test]
+fn a_range_from_its_input_window_equals_the_slice_of_the_whole() {
+    use culturemert_raw::audio::resample::{input_window, resample_window};
+    let x: Vec<f32> = (0..20_000)
+        .map(|i| ((i as f32 * 0.017).sin() + (i as f32 * 0.29).cos() * 0.3) * 0.5)
+        .collect();
+    for (from, to) in [
+        (44100, 24000),
+        (16000, 24000),
+        (48000, 24000),
+        (22050, 24000),
+        (24000, 24000),
+    ] {
+        let whole = resample(&x, from, to).unwrap();
+        let n = whole.len();
+        for (start, count) in [(0, 5000), (n / 2 - 777, 4097), (n - 3000, 3000), (17, 1)] {
+            let (lo, hi) = input_window(x.len(), from, to, start, count);
+            let part = resample_window(&x[lo..hi], lo, x.len(), from, to, start, count).unwrap();
+            assert!(
+                part == whole[start..start + count],
+                "{from} -> {to} Hz, samples {start}..+{count} from input {lo}..{hi}"
+            );
+            if lo > 0 {
+                let short =
+                    resample_window(&x[lo + 1..hi], lo + 1, x.len(), from, to, start, count);
+                assert!(
+                    short.is_err(),
+                    "{from} -> {to}: window missing its first sample"
+                );
+            }
+            if hi < x.len() {
+                let short = resample_window(&x[lo..hi - 1], lo, x.len(), from, to, start, count);
+                assert!(
+                    short.is_err(),
+                    "{from} -> {to}: window missing its last sample"
+                );
+            }
+        }
+    }
+}

@@ -42,15 +42,63 @@ pub fn resample_range(
     start: usize,
     count: usize,
 ) -> Result<Vec<f32>> {
+    resample_window(x, 0, x.len(), from, to, start, count)
+}
+
+/// The input samples `lo..hi` (of a signal of `input_len` samples) that output samples
+/// `start..start + count` of [`resample`] read: decoding only those is enough for
+/// [`resample_window`].
+pub fn input_window(
+    input_len: usize,
+    from: u32,
+    to: u32,
+    start: usize,
+    count: usize,
+) -> (usize, usize) {
+    if from == to || from == 0 || to == 0 || count == 0 {
+        return (start.min(input_len), (start + count).min(input_len));
+    }
+    let g = gcd(from as u64, to as u64);
+    let (down, up) = (from as u64 / g, to as u64 / g);
+    let half = Filter::new(from, to).half as u64;
+    let k_first = start as u64 * down / up;
+    let k_last = (start + count - 1) as u64 * down / up;
+    let lo = k_first.saturating_sub(half - 1) as usize;
+    let hi = (k_last + half + 1) as usize;
+    (lo.min(input_len), hi.min(input_len))
+}
+
+/// [`resample_range`] of a signal of `input_len` samples of which only `window` (= samples
+/// `window_start..window_start + window.len()`, covering [`input_window`]) is at hand;
+/// bit-identical to `resample_range` of the whole signal.
+pub fn resample_window(
+    window: &[f32],
+    window_start: usize,
+    input_len: usize,
+    from: u32,
+    to: u32,
+    start: usize,
+    count: usize,
+) -> Result<Vec<f32>> {
     if from == 0 || to == 0 {
         bail!("cannot resample between {from} Hz and {to} Hz: rates must be positive");
     }
-    let total = resampled_len(x.len(), from, to);
+    let total = resampled_len(input_len, from, to);
     if start.checked_add(count).is_none_or(|end| end > total) {
         bail!("resampling: samples {start}..{start}+{count} of {total}");
     }
+    let (lo, hi) = input_window(input_len, from, to, start, count);
+    if lo < window_start
+        || hi > window_start + window.len()
+        || window_start + window.len() > input_len
+    {
+        bail!(
+            "resampling: input samples {lo}..{hi} needed, {window_start}..{} at hand (of {input_len})",
+            window_start + window.len()
+        );
+    }
     if from == to {
-        return Ok(x[start..start + count].to_vec());
+        return Ok(window[start - window_start..start - window_start + count].to_vec());
     }
     let g = gcd(from as u64, to as u64);
     let (down, up) = (from as u64 / g, to as u64 / g);
@@ -86,7 +134,7 @@ pub fn resample_range(
                 };
                 // h[j] multiplies x[k0 - (half - 1) + j].
                 let first = k0 as i64 - (filter.half as i64 - 1);
-                *y = dot_zero_padded(x, first, h);
+                *y = dot_zero_padded(window, first - window_start as i64, h);
             }
         });
     Ok(out)

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use super::resample::resample;
 
@@ -55,6 +55,64 @@ pub fn load_mono(path: &Path, target_rate: u32) -> Result<Vec<f32>> {
 pub fn load_mono_native(path: &Path) -> Result<(Vec<f32>, u32)> {
     let (channels, rate) = read_audio(path)?;
     Ok((mix_to_mono(&channels), rate))
+}
+
+/// Frames and rate of a WAV file from its header (None for other containers, which must be decoded
+/// whole to know their length).
+pub fn wav_frames(path: &Path) -> Result<Option<(usize, u32)>> {
+    if !matches!(sniff(path)?, Container::Wav) {
+        return Ok(None);
+    }
+    let reader = hound::WavReader::open(path)
+        .with_context(|| format!("cannot read WAV file {}", path.display()))?;
+    Ok(Some((
+        reader.duration() as usize,
+        reader.spec().sample_rate,
+    )))
+}
+
+/// Mono frames `first..first + count` of a WAV file (the channel mean, bit-identical to those samples
+/// of [`load_mono_native`]), reading only them: a crop of a long recording reads the crop.
+pub fn read_wav_mono_range(path: &Path, first: usize, count: usize) -> Result<Vec<f32>> {
+    let name = path.display();
+    let mut reader =
+        hound::WavReader::open(path).with_context(|| format!("cannot read WAV file {name}"))?;
+    let spec = reader.spec();
+    let n_ch = spec.channels as usize;
+    ensure!(n_ch > 0, "WAV file {name} declares zero channels");
+    let frames = reader.duration() as usize;
+    ensure!(
+        first + count <= frames,
+        "WAV file {name}: frames {first}..{} requested of {frames}",
+        first + count
+    );
+    reader
+        .seek(first as u32)
+        .with_context(|| format!("seeking in WAV file {name}"))?;
+    let n = count * n_ch;
+    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) => reader
+            .samples::<f32>()
+            .take(n)
+            .collect::<std::result::Result<_, _>>()
+            .with_context(|| format!("corrupt or truncated sample data in WAV file {name}"))?,
+        (hound::SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f64;
+            reader
+                .samples::<i32>()
+                .take(n)
+                .map(|s| s.map(|v| (v as f64 * scale) as f32))
+                .collect::<std::result::Result<_, _>>()
+                .with_context(|| format!("corrupt or truncated sample data in WAV file {name}"))?
+        }
+        (fmt, bits) => bail!("unsupported WAV sample format in {name}: {fmt:?} with {bits} bits"),
+    };
+    ensure!(
+        interleaved.len() == n,
+        "WAV file {name} is truncated: {} of {n} samples",
+        interleaved.len()
+    );
+    Ok(mix_to_mono(&deinterleave(&interleaved, n_ch)))
 }
 
 /// Reads any supported audio file into per-channel sample vectors and its sample rate.

@@ -22,17 +22,33 @@ enum Source {
     Files(Vec<PathBuf>),
 }
 
-/// Mono samples at their own rate.
+/// A clip's mono samples at their own rate: decoded, or a WAV file read a crop at a time.
+#[derive(Clone)]
+enum ClipSamples {
+    Decoded(Arc<Vec<f32>>),
+    /// Only the header has been read: a crop reads just the frames it needs (`read_wav_mono_range`).
+    Wav(PathBuf),
+}
+
 #[derive(Clone)]
 struct Clip {
-    samples: Arc<Vec<f32>>,
+    samples: ClipSamples,
+    frames: usize,
     rate: u32,
 }
 
 impl Clip {
+    fn decoded(samples: Arc<Vec<f32>>, rate: u32) -> Clip {
+        Clip {
+            frames: samples.len(),
+            samples: ClipSamples::Decoded(samples),
+            rate,
+        }
+    }
+
     /// Length after resampling to `rate`.
     fn len_at(&self, rate: u32) -> usize {
-        crate::audio::resample::resampled_len(self.samples.len(), self.rate, rate)
+        crate::audio::resample::resampled_len(self.frames, self.rate, rate)
     }
 }
 
@@ -242,24 +258,34 @@ impl DataPipeline {
     /// A clip, decoded (mono) but not resampled: only the crop is.
     fn load(&self, ds: &Dataset, index: usize) -> Result<(Clip, Option<PathBuf>)> {
         match &ds.source {
-            Source::Memory(clips) => Ok((
-                Clip {
-                    samples: clips[index].clone(),
-                    rate: self.rate,
-                },
-                None,
-            )),
+            Source::Memory(clips) => Ok((Clip::decoded(clips[index].clone(), self.rate), None)),
             Source::Files(files) => {
                 let path = &files[index];
                 if let Some(a) = self.cache.lock().unwrap().get(path) {
                     return Ok((a.clone(), Some(path.clone())));
                 }
+                let header = crate::audio::wav::wav_frames(path)
+                    .with_context(|| format!("dataset {}", ds.spec.name))?;
+                if let Some((frames, rate)) = header {
+                    ensure!(
+                        frames > 0 && rate > 0,
+                        "dataset {}: WAV file {} has {frames} frames at {rate} Hz",
+                        ds.spec.name,
+                        path.display()
+                    );
+                    let samples = ClipSamples::Wav(path.clone());
+                    return Ok((
+                        Clip {
+                            samples,
+                            frames,
+                            rate,
+                        },
+                        Some(path.clone()),
+                    ));
+                }
                 let (samples, rate) = crate::audio::wav::load_mono_native(path)
                     .with_context(|| format!("dataset {}", ds.spec.name))?;
-                let clip = Clip {
-                    samples: Arc::new(samples),
-                    rate,
-                };
+                let clip = Clip::decoded(Arc::new(samples), rate);
                 let mut cache = self.cache.lock().unwrap();
                 if cache.len() >= self.cache_files {
                     cache.clear();
@@ -275,11 +301,19 @@ impl DataPipeline {
     /// Samples `start..start + len` of `clip` at the pipeline's rate: a slice, or the resampled crop
     /// (bit-identical to that slice of the whole resampled file).
     fn crop(&self, clip: &Clip, start: usize, len: usize, path: Option<&Path>) -> Result<Vec<f32>> {
-        crate::audio::resample::resample_range(&clip.samples, clip.rate, self.rate, start, len)
-            .with_context(|| match path {
-                Some(p) => format!("resampling {} from {} Hz", p.display(), clip.rate),
-                None => "resampling an in-memory clip".to_string(),
-            })
+        use crate::audio::resample::{input_window, resample_range, resample_window};
+        match &clip.samples {
+            ClipSamples::Decoded(x) => resample_range(x, clip.rate, self.rate, start, len),
+            ClipSamples::Wav(file) => {
+                let (lo, hi) = input_window(clip.frames, clip.rate, self.rate, start, len);
+                let window = crate::audio::wav::read_wav_mono_range(file, lo, hi - lo)?;
+                resample_window(&window, lo, clip.frames, clip.rate, self.rate, start, len)
+            }
+        }
+        .with_context(|| match path {
+            Some(p) => format!("resampling {} from {} Hz", p.display(), clip.rate),
+            None => "resampling an in-memory clip".to_string(),
+        })
     }
 
     /// The micro-batch `micro` of optimizer step `step` (global), `size` crops, with their CQT.
